@@ -1,0 +1,126 @@
+"""Default configuration: every field of sgfan-jax, documented.
+
+Other configs import this module and override fields. Any field can be set on
+the command line, e.g. ``--config.batch_size=20``.
+
+Command (paper network, 300-W data; see configs/face300w.py for the paper run):
+
+  python main.py --config configs/default.py --workdir /tmp/sgfan_default
+"""
+
+import ml_collections
+
+
+def get_config():
+  """Returns the default (paper) configuration."""
+  config = ml_collections.ConfigDict()
+
+  # ------------------------------------------------------------------ run
+  config.seed = 0
+  # Only evaluate: restore the best (else latest) checkpoint in workdir.
+  config.eval_only = False
+  # Print a line of metrics every this many steps (loss, grad norm, lr, img/s).
+  config.log_every_steps = 50
+  # Write TensorBoard event files (tensorboardX; no TensorFlow needed).
+  config.write_tensorboard = True
+
+  # ------------------------------------------------------------------ data
+  config.data = ml_collections.ConfigDict()
+  # TFDS builder name: 'face300w' or 'cofw' (custom builders in tfds_builders/).
+  config.data.train_dataset = "face300w"
+  config.data.train_split = "train"
+  # Evaluation datasets/splits as 'builder:split' strings.
+  config.data.eval_splits = ("face300w:test_common", "face300w:test_challenging",
+                             "face300w:test_full")
+  # Split used for checkpoint selection ("best" checkpoint by NME). '' = none.
+  config.data.val_split = "face300w:test_common"
+  # TFDS data_dir; None = TFDS default (~/tensorflow_datasets).
+  config.data.data_dir = None
+  # Landmark layout name (see sgfan_jax/layouts.py); sets N.
+  config.data.layout = "ibug68"
+  # Host-side loader workers (grain) and prefetch depth.
+  config.data.num_workers = 2
+  config.data.prefetch = 2
+  # Network input window side / face box side (face box = landmark box, or
+  # the dataset's box). The stored crops are larger (see the builders); the
+  # window is cut out of them on device.
+  config.data.face_context = 1.3
+
+  # ----------------------------------------------------------- augmentation
+  config.augment = ml_collections.ConfigDict()
+  config.augment.rotation_deg = 30.0      # uniform in [-r, r]
+  config.augment.scale_min = 0.9          # face size multiplier, uniform
+  config.augment.scale_max = 1.2
+  config.augment.translate_frac = 0.05    # shift, fraction of window side
+  config.augment.flip_prob = 0.5          # horizontal flip with mirror perm
+  config.augment.brightness = 0.2         # colour jitter amplitudes
+  config.augment.contrast = 0.2
+  config.augment.saturation = 0.2
+
+  # ------------------------------------------------------------------ model
+  config.model = ml_collections.ConfigDict()
+  config.model.input_size = 128           # input and output map side (px)
+  config.model.width = 256                # feature width (paper: 256)
+  config.model.hourglass_depth = 4        # hourglass levels (paper: 4)
+  config.model.branch_channels = 128      # channels before the 1x1 head
+  # Convolution implementation: 'xla' (stock lax.conv; best on GPU/TPU),
+  # 'cpu' (matmul-based kernels tuned for XLA:CPU), 'auto' (= 'cpu' when the
+  # default backend is CPU, else 'xla'). Same parameters and results.
+  config.model.conv_impl = "auto"
+  config.model.dtype = "float32"          # compute dtype (params: float32)
+
+  # ---------------------------------------------------------------- targets
+  config.targets = ml_collections.ConfigDict()
+  config.targets.sigma = 1.5              # Gaussian heatmap std (px @128)
+  config.targets.score_radius = 3         # r: score map disc radius (px @128)
+
+  # ------------------------------------------------------------------- loss
+  config.loss_lambda = 1.0                # Eq. 3 score-map weight lambda
+  # Eq. 3 sums over pixels; divide by batch size so lr does not depend on it.
+  config.loss_mean_over_batch = True
+
+  # ------------------------------------------------------------- optimiser
+  config.batch_size = 10
+  config.num_epochs = 80
+  # Steps override: > 0 trains exactly this many steps (tests, demos).
+  config.num_train_steps = -1
+  config.learning_rate = 1e-4
+  config.lr_drop_epochs = (20,)           # multiply lr by lr_drop_factor here
+  config.lr_drop_factor = 0.5             # 1e-4 -> 5e-5 after 20 epochs
+  # RMSProp as in PyTorch's torch.optim.RMSprop defaults (see optim.py).
+  config.rmsprop_decay = 0.99
+  config.rmsprop_eps = 1e-8
+  config.grad_clip_norm = 0.0             # 0 = no clipping (paper: none)
+
+  # ---------------------------------------------------------------- decoding
+  config.decode = ml_collections.ConfigDict()
+  config.decode.subpixel = True           # Eq. 4 argmax + quadratic refine
+
+  # -------------------------------------------------------------- refinement
+  config.refine = ml_collections.ConfigDict()
+  config.refine.enabled = True
+  config.refine.dictionary_size = 200     # K-SVD atoms (shapes in D_S)
+  config.refine.sparsity = 5              # OMP non-zeros per training shape
+  config.refine.ksvd_iterations = 20
+  config.refine.num_neighbors = 20        # k nearest exemplars (Eq. 2)
+  config.refine.weight_threshold = 0.5    # w below this = unreliable point
+  config.refine.mode = "threshold"        # 'threshold' | 'blend'
+  config.refine.ridge = 1e-3              # least-squares regulariser
+
+  # -------------------------------------------------------------- evaluation
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 10             # padded with a mask, never dropped
+  config.eval.every_epochs = 1            # validation (for the best ckpt)
+  config.eval.failure_threshold = 0.10    # NME above this = failure
+  config.eval.auc_threshold = 0.08        # AUC up to this NME (300-W: 0.08)
+  config.eval.num_vis_images = 8          # images with landmarks in report
+
+  # ------------------------------------------------------------- checkpoints
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 1000
+  config.checkpoint.max_to_keep = 3       # latest checkpoints kept
+  # ...plus the best one by validation NME (never deleted while best).
+
+  return config
+
+
