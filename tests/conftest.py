@@ -1,0 +1,31 @@
+"""Shared pytest fixtures.
+
+Real data lives in ``../shared/data`` beside the clone (CI has it; a user's
+machine usually does not). Tests that need it take the ``shared_data``
+fixture and are skipped with a clear message where it is absent.
+"""
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(
+    os.environ.get("SGFAN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SAMPLE_DATA = REPO_ROOT / "sample_data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+  """Path of ../shared/data; skips the test when it is not there."""
+  if not (SHARED_DATA / "300w").is_dir():
+    pytest.skip(f"real data not found at {SHARED_DATA} (set SGFAN_SHARED_DATA "
+                "or place the shared/ folder beside the clone); the bundled "
+                "sample in sample_data/ covers the rest")
+  return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> pathlib.Path:
+  return REPO_ROOT
