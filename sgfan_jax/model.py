@@ -1,0 +1,163 @@
+"""The SGFAN network (paper Sec. 3.1, Fig. 2), flax.linen.
+
+Input ``[B, 128, 128, 3]`` float32 -> heatmaps ``[B, 128, 128, N]`` and score
+maps ``[B, 128, 128, N]``.
+
+* stem: 7x7 stride-2 conv (3 -> 64, padding 3, no norm before it) to 64x64,
+  then three residual blocks 64 -> width/2 -> width/2 -> width;
+* two identical branches (heatmap, score), each: hourglass (``depth`` levels,
+  one residual block per level), two residual blocks ending at
+  ``branch_channels`` (128), nearest-neighbour 2x upsampling to 128x128, one
+  residual block, a 1x1 conv to N maps.
+
+Residual blocks are pre-activation bottlenecks (Newell et al. 2016):
+BN-ReLU-1x1 conv (C/2), BN-ReLU-3x3 conv (C/2), BN-ReLU-1x1 conv (C), with a
+1x1 projection on the skip path when the channel count changes. "Batch
+Normalization is used before all convolutional layers except the first."
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sgfan_jax import conv as conv_lib
+
+
+class ResidualBlock(nn.Module):
+  """Pre-activation bottleneck: [B, H, W, C_in] -> [B, H, W, features]."""
+  features: int
+  conv: Any
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    bn = functools.partial(nn.BatchNorm, use_running_average=not train,
+                           momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    mid = self.features // 2
+    y = nn.relu(bn()(x))
+    skip = x
+    if x.shape[-1] != self.features:
+      # The projection sees the same normalised input (pre-activation style).
+      skip = self.conv(self.features, (1, 1), name="skip")(y)
+    y = self.conv(mid, (1, 1))(y)
+    y = self.conv(mid, (3, 3))(nn.relu(bn()(y)))
+    y = self.conv(self.features, (1, 1))(nn.relu(bn()(y)))
+    return skip + y
+
+
+def _max_pool2(x):
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def _upsample2(x):
+  """Nearest-neighbour 2x: [B, H, W, C] -> [B, 2H, 2W, C]."""
+  b, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+  return x.reshape(b, 2 * h, 2 * w, c)
+
+
+class Hourglass(nn.Module):
+  """Recursive hourglass of ``depth`` levels at constant width.
+
+  [B, H, W, C] -> [B, H, W, C]; H and W must be divisible by 2**depth.
+  """
+  depth: int
+  features: int
+  conv: Any
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    res = functools.partial(ResidualBlock, self.features, self.conv,
+                            dtype=self.dtype)
+    up = res(name="up")(x, train)
+    low = res(name="down")(_max_pool2(x), train)
+    if self.depth > 1:
+      low = Hourglass(self.depth - 1, self.features, self.conv, self.dtype,
+                      name="inner")(low, train)
+    else:
+      low = res(name="bottom")(low, train)
+    low = res(name="up_low")(low, train)
+    return up + _upsample2(low)
+
+
+class Branch(nn.Module):
+  """One output branch: [B, 64, 64, width] -> [B, 128, 128, N]."""
+  num_maps: int
+  width: int
+  hourglass_depth: int
+  branch_channels: int
+  conv: Any
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = Hourglass(self.hourglass_depth, self.width, self.conv, self.dtype)(
+        x, train)
+    x = ResidualBlock(self.width, self.conv, self.dtype)(x, train)
+    x = ResidualBlock(self.branch_channels, self.conv, self.dtype)(x, train)
+    x = _upsample2(x)
+    x = ResidualBlock(self.branch_channels, self.conv, self.dtype)(x, train)
+    # Final 1x1 conv sees BN-ReLU features, like every other conv.
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)(x))
+    return self.conv(self.num_maps, (1, 1), name="head")(x)
+
+
+class SGFAN(nn.Module):
+  """Score-Guided Face Alignment Network.
+
+  Attributes:
+    num_landmarks: N, maps per branch (68, 29, 98).
+    width: feature width of the stem output and hourglass (paper: 256).
+    hourglass_depth: levels of each hourglass (paper: 4).
+    branch_channels: channels before the 1x1 heads (paper: 128).
+    conv_impl: 'xla', 'cpu' or 'auto' (see conv.py); parameters identical.
+    dtype: compute dtype.
+  """
+  num_landmarks: int = 68
+  width: int = 256
+  hourglass_depth: int = 4
+  branch_channels: int = 128
+  conv_impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    """images [B, H, W, 3] (H = W = 128) -> (heatmaps, scores) [B, H, W, N]."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"SGFAN expects images [B, H, W, 3], got {images.shape}")
+    size = images.shape[1]
+    if size % (2 ** (self.hourglass_depth + 1)):
+      raise ValueError(f"input side {size} must be divisible by "
+                       f"2**(hourglass_depth + 1) = "
+                       f"{2 ** (self.hourglass_depth + 1)}")
+    impl = conv_lib.resolve_conv_impl(self.conv_impl)
+    conv = functools.partial(conv_lib.Conv, impl=impl, dtype=self.dtype)
+    x = conv(64, (7, 7), strides=2, padding=3, name="stem")(images)
+    half = max(self.width // 2, 1)
+    for features in (half, half, self.width):
+      x = ResidualBlock(features, conv, self.dtype)(x, train)
+    branch = functools.partial(Branch, self.num_landmarks, self.width,
+                               self.hourglass_depth, self.branch_channels,
+                               conv, self.dtype)
+    heatmaps = branch(name="heatmap_branch")(x, train)
+    scores = branch(name="score_branch")(x, train)
+    return heatmaps.astype(jnp.float32), scores.astype(jnp.float32)
+
+
+def create_model(model_config, num_landmarks: int) -> SGFAN:
+  """Builds the network from ``config.model`` and the layout's N."""
+  return SGFAN(num_landmarks=num_landmarks,
+               width=model_config.width,
+               hourglass_depth=model_config.hourglass_depth,
+               branch_channels=model_config.branch_channels,
+               conv_impl=model_config.conv_impl,
+               dtype=jnp.dtype(model_config.dtype))
+
+
+def count_params(params) -> int:
+  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

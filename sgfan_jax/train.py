@@ -1,0 +1,376 @@
+"""Training: TrainState, the jitted train/eval steps and the training loop.
+
+``train_step(state, batch, rng)`` (jitted, state donated) augments the host
+batch on device, renders the Sec. 3.2 targets, runs the network, computes
+Eq. 3 and applies one RMSProp update. ``eval_step(state, batch, dictionary)``
+returns per-image predictions (Eq. 4 decoding, Eq. 1 weights, Eq. 2
+refinement) in original-image coordinates; the host computes the metrics.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from absl import logging
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sgfan_jax import augment
+from sgfan_jax import checkpoints as ckpt_lib
+from sgfan_jax import decode
+from sgfan_jax import layouts
+from sgfan_jax import losses
+from sgfan_jax import model as model_lib
+from sgfan_jax import optim
+from sgfan_jax import targets
+
+
+class TrainState(train_state.TrainState):
+  """flax TrainState plus BatchNorm statistics."""
+  batch_stats: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """Everything the jitted steps need besides arrays (hashable, static).
+
+  Built from the config and the dataset metadata by ``step_spec``.
+  """
+  input_size: int
+  window_side: float          # input window side in stored-crop pixels
+  sigma: float
+  score_radius: int
+  loss_lambda: float
+  mean_over_batch: bool
+  subpixel: bool
+  flip_perm: tuple
+  aug: tuple                  # sorted (name, value) of config.augment
+  refine_neighbors: int
+  refine_threshold: float
+  refine_mode: str
+  refine_ridge: float
+
+
+def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
+  """Derives the step constants from ``config`` and dataset ``metadata``.
+
+  ``metadata`` holds 'crop_size', 'crop_context' and 'layout' (the builder's
+  info.metadata).
+  """
+  layout = layouts.get_layout(metadata["layout"])
+  window = (metadata["crop_size"] * config.data.face_context
+            / metadata["crop_context"])
+  return StepSpec(
+      input_size=config.model.input_size,
+      window_side=float(window),
+      sigma=float(config.targets.sigma),
+      score_radius=int(config.targets.score_radius),
+      loss_lambda=float(config.loss_lambda),
+      mean_over_batch=bool(config.loss_mean_over_batch),
+      subpixel=bool(config.decode.subpixel),
+      flip_perm=tuple(int(i) for i in layout.flip_permutation),
+      aug=tuple(sorted(config.augment.to_dict().items())),
+      refine_neighbors=int(config.refine.num_neighbors),
+      refine_threshold=float(config.refine.weight_threshold),
+      refine_mode=str(config.refine.mode),
+      refine_ridge=float(config.refine.ridge),
+  )
+
+
+def create_train_state(config, num_landmarks: int, num_examples: int,
+                       rng) -> TrainState:
+  """Initialises the model, the optimiser and the TrainState."""
+  model = model_lib.create_model(config.model, num_landmarks)
+  size = config.model.input_size
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      rng, jnp.zeros((1, size, size, 3), jnp.float32))
+  schedule = optim.learning_rate_schedule(config, num_examples)
+  tx = optim.create_optimizer(config, schedule)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                           batch_stats=variables["batch_stats"], tx=tx)
+
+
+def _forward_loss(params, state, images, heat_gt, score_gt, spec):
+  (heat, score), mutated = state.apply_fn(
+      {"params": params, "batch_stats": state.batch_stats}, images,
+      train=True, mutable=["batch_stats"])
+  terms = losses.sgfan_loss(heat, score, heat_gt, score_gt, spec.loss_lambda)
+  total = terms["total"].sum()
+  if spec.mean_over_batch:
+    total = total / images.shape[0]
+  return total, (terms, mutated["batch_stats"])
+
+
+def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], rng,
+               *, spec: StepSpec, schedule: Optional[Callable] = None):
+  """One optimisation step.
+
+  Args:
+    state: TrainState (donated by the jitted wrapper).
+    batch: host batch: 'image' uint8 [B, S, S, 3], 'landmarks' [B, N, 2]
+      (stored-crop coordinates), 'visible' [B, N].
+    rng: base PRNG key; the step's key is ``fold_in(rng, state.step)`` so a
+      resumed run draws the same augmentations.
+    spec: static constants (``step_spec``).
+    schedule: learning-rate schedule, for logging only.
+
+  Returns:
+    (new_state, metrics) with scalar 'loss' (Eq. 3 over the batch, divided by
+    B when ``mean_over_batch``), 'heatmap_loss', 'score_loss' (per-sample
+    means), 'grad_norm', 'lr'.
+  """
+  step_rng = jax.random.fold_in(rng, state.step)
+  images, points, _ = augment.train_transform(
+      step_rng, batch["image"], batch["landmarks"], batch["visible"],
+      aug=dict(spec.aug), flip_perm=jnp.asarray(spec.flip_perm),
+      window_side=spec.window_side, out_size=spec.input_size)
+  heat_gt, score_gt = targets.render_targets(
+      points, spec.input_size, spec.sigma, spec.score_radius)
+  grad_fn = jax.value_and_grad(_forward_loss, has_aux=True)
+  (loss, (terms, batch_stats)), grads = grad_fn(
+      state.params, state, images, heat_gt, score_gt, spec)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  metrics = {
+      "loss": loss,
+      "heatmap_loss": terms["heatmap"].mean(),
+      "score_loss": terms["score"].mean(),
+      "grad_norm": optax.global_norm(grads),
+  }
+  if schedule is not None:
+    metrics["lr"] = schedule(state.step)
+  return new_state, metrics
+
+
+def _apply_affine(points, affine):
+  """points [B, N, 2], affine [B, 2, 3] -> [B, N, 2]."""
+  return (jnp.einsum("bij,bnj->bni", affine[:, :, :2], points)
+          + affine[:, None, :, 2])
+
+
+def predict_maps(state: TrainState, images):
+  """Network outputs in inference mode: images [B, H, W, 3] float32."""
+  return state.apply_fn({"params": state.params,
+                         "batch_stats": state.batch_stats}, images,
+                        train=False)
+
+
+def eval_step(state: TrainState, batch: Dict[str, jnp.ndarray],
+              dictionary: Optional[Dict[str, jnp.ndarray]], *,
+              spec: StepSpec):
+  """Per-image predictions for a (padded) eval batch.
+
+  Returns a dict of arrays with leading axis B:
+    'points' [B, N, 2]: Eq. 4 decoding (the paper's baseline), original-image
+      coordinates;
+    'refined' [B, N, 2]: after score-guided refinement (Eq. 1-2), or a copy
+      of 'points' when ``dictionary`` is None;
+    'weights' [B, N]: Eq. 1 landmark weights; 'peak' [B, N]: heatmap maxima.
+  """
+  from sgfan_jax import refine as refine_lib    # pylint: disable=g-import-not-at-top
+  from sgfan_jax import weights as weights_lib  # pylint: disable=g-import-not-at-top
+  images, _, out_to_crop = augment.eval_transform(
+      batch["image"], batch["landmarks"], window_side=spec.window_side,
+      out_size=spec.input_size)
+  heat, score = predict_maps(state, images)
+  points, peak = decode.decode_heatmaps(heat, spec.subpixel)
+  w = weights_lib.landmark_weights(score, points, spec.score_radius)
+  if dictionary is not None:
+    refined = refine_lib.refine_shapes(
+        points, w, dictionary, num_neighbors=spec.refine_neighbors,
+        weight_threshold=spec.refine_threshold, mode=spec.refine_mode,
+        ridge=spec.refine_ridge)
+  else:
+    refined = points
+  to_image = lambda p: _apply_affine(
+      _apply_affine(p, out_to_crop), batch["crop_to_image"])
+  return {"points": to_image(points), "refined": to_image(refined),
+          "weights": w, "peak": peak}
+
+
+def make_train_step(spec: StepSpec, schedule=None):
+  """Jitted train step with the state donated."""
+  return jax.jit(functools.partial(train_step, spec=spec, schedule=schedule),
+                 donate_argnums=(0,))
+
+
+def make_eval_step(spec: StepSpec):
+  return jax.jit(functools.partial(eval_step, spec=spec))
+
+
+class MetricWriter:
+  """Writes scalars to ``workdir/metrics.jsonl`` and TensorBoard (tensorboardX)."""
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if tensorboard and jax.process_index() == 0:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: Dict[str, float]) -> None:
+    if jax.process_index() != 0:
+      return
+    with open(self._path, "a") as f:
+      f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in
+                                                scalars.items()}}) + "\n")
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, float(v), int(step))
+      self._tb.flush()
+
+  def close(self):
+    if self._tb is not None:
+      self._tb.close()
+
+
+class TrainingDiverged(RuntimeError):
+  """Raised when the loss becomes NaN or Inf."""
+
+
+def _check_finite(step: int, scalars: Dict[str, float], ckpt_dir: str):
+  bad = {k: v for k, v in scalars.items() if not np.isfinite(v)}
+  if bad:
+    raise TrainingDiverged(
+        f"training diverged at step {step}: non-finite {bad}. Nothing was "
+        f"saved after the last good checkpoint in {ckpt_dir}; lower "
+        "--config.learning_rate or set --config.grad_clip_norm and resume.")
+
+
+class _StopFlag:
+  """Turns SIGTERM / SIGINT into a clean 'save and stop' at the next step."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:      # not the main thread (e.g. some notebooks)
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested:      # second signal: stop now
+      raise KeyboardInterrupt
+    logging.warning("Signal %d: saving a checkpoint and stopping.", signum)
+    self.requested = True
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+    return False
+
+
+def num_train_steps(config, num_examples: int) -> int:
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return config.num_epochs * optim.steps_per_epoch(num_examples,
+                                                   config.batch_size)
+
+
+def train(config, workdir: str, train_batches: Callable[[int], Iterator],
+          metadata: Dict[str, Any],
+          validate: Optional[Callable[[TrainState], float]] = None,
+          progress: bool = True) -> TrainState:
+  """Trains from the latest checkpoint in ``workdir`` (if any) to the end.
+
+  Args:
+    config: the ConfigDict.
+    workdir: checkpoints in ``workdir/checkpoints``, metrics.jsonl, TB events.
+    train_batches: ``start_step -> iterator`` of host batches; must yield the
+      batches an uninterrupted run would see from ``start_step`` on.
+    metadata: dataset metadata: 'crop_size', 'crop_context', 'layout',
+      'num_examples'.
+    validate: optional ``state -> NME`` on the validation split; run every
+      ``eval.every_epochs`` epochs and at the end, used to keep the best
+      checkpoint.
+    progress: show a progress bar.
+
+  Returns:
+    The final TrainState.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  layout = layouts.get_layout(metadata["layout"])
+  n_examples = int(metadata["num_examples"])
+  total_steps = num_train_steps(config, n_examples)
+  spe = optim.steps_per_epoch(n_examples, config.batch_size)
+  spec = step_spec(config, metadata)
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, aug_rng = jax.random.split(rng)
+  state = create_train_state(config, layout.num_points, n_examples, init_rng)
+  schedule = optim.learning_rate_schedule(config, n_examples)
+  ckpt = ckpt_lib.Checkpointer(workdir, config.checkpoint.max_to_keep)
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(start, state)
+    logging.info("Resumed from step %d", start)
+  start = int(state.step)
+  step_fn = make_train_step(spec, schedule)
+  writer = MetricWriter(workdir, config.write_tensorboard)
+  eval_every = max(1, int(config.eval.every_epochs * spe))
+  bar = None
+  if progress and jax.process_index() == 0:
+    import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm.tqdm(total=total_steps, initial=start, unit="step",
+                    dynamic_ncols=True, mininterval=1.0)
+  logging.info("Training %d steps (%d per epoch), from step %d.", total_steps,
+               spe, start)
+  batches = train_batches(start)
+  pending = []          # device metrics since the last log
+  t_log = time.perf_counter()
+  images_since = 0
+  step = start
+  with _StopFlag() as stop:
+    while step < total_steps:
+      batch = next(batches)
+      state, metrics = step_fn(state, batch, aug_rng)
+      step += 1
+      pending.append(metrics)
+      images_since += batch["image"].shape[0]
+      is_last = step == total_steps
+      do_eval = validate is not None and (step % eval_every == 0 or is_last)
+      do_ckpt = (step % config.checkpoint.every_steps == 0 or is_last
+                 or stop.requested or do_eval)
+      if step % config.log_every_steps == 0 or do_ckpt:
+        host = jax.device_get(pending)
+        scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        _check_finite(step, scalars, ckpt.directory)
+        dt = time.perf_counter() - t_log
+        scalars["images_per_sec"] = images_since / max(dt, 1e-9)
+        scalars["epoch"] = step / spe
+        writer.write(step, scalars)
+        if bar is not None:
+          bar.set_postfix(loss=f"{scalars['loss']:.4g}",
+                          img_s=f"{scalars['images_per_sec']:.2f}",
+                          lr=f"{scalars.get('lr', 0):.2g}")
+        logging.info("step %d: %s", step, ", ".join(
+            f"{k}={v:.5g}" for k, v in scalars.items()))
+        pending, images_since, t_log = [], 0, time.perf_counter()
+      if bar is not None:
+        bar.update(1)
+      if do_ckpt:
+        val_nme = None
+        if do_eval:
+          val_nme = float(validate(state))
+          writer.write(step, {"val_nme": val_nme})
+          logging.info("step %d: validation NME %.5f", step, val_nme)
+        ckpt.save(step, state, val_nme=val_nme)
+      if stop.requested:
+        logging.warning("Stopped at step %d; resume with the same command.",
+                        step)
+        break
+  if bar is not None:
+    bar.close()
+  writer.close()
+  ckpt.close()
+  return state
