@@ -297,3 +297,48 @@ def test_occlusion_pr_curve():
   assert perfect["average_precision"] == pytest.approx(1.0)
   np.testing.assert_allclose(perfect["recall"], [1.0, 1.0])
   np.testing.assert_allclose(perfect["precision"], [1.0, np.mean(~visible)])
+
+
+# ------------------------------------------------- layouts and real data
+
+
+@pytest.mark.parametrize("name", ["ibug68", "cofw29", "wflw98"])
+def test_normalisation_points_are_mirror_consistent(name):
+  # Flipping must swap the two eyes and the two outer corners, so NME is
+  # unchanged when a face and its prediction are mirrored together.
+  lay = layouts.get_layout(name)
+  perm = lay.flip_permutation
+  assert sorted(perm[list(lay.left_eye)]) == sorted(lay.right_eye)
+  a, b = lay.outer_eye_corners
+  assert perm[a] == b and perm[b] == a
+  rng = np.random.default_rng(8)
+  gt = rng.uniform(0, 100, (3, lay.num_points, 2))
+  gt[:, list(lay.left_eye), 0] -= 60     # keep the eyes apart
+  pred = gt + rng.normal(0, 2, gt.shape)
+  mirror = lambda p: np.stack([200 - p[..., 0], p[..., 1]], -1)[:, perm]
+  for norm in ("inter_pupil", "inter_ocular"):
+    np.testing.assert_allclose(metrics.nme(mirror(pred), mirror(gt), norm),
+                               metrics.nme(pred, gt, norm), rtol=1e-10)
+
+
+def test_real_annotations_eye_geometry(shared_data):
+  """Layout eye points on real 300-W / COFW-68 shapes: left eye on the image
+  left, and inter-pupil / inter-ocular close to the usual ~0.7-0.8 ratio."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  from sgfan_jax import pts_io  # pylint: disable=g-import-not-at-top
+  files = sorted(glob.glob(str(shared_data / "300w/helen/testset/*.pts")))[:50]
+  shapes = [pts_io.read_pts(f) for f in files]
+  for i in range(1, 51):
+    mat = scipy.io.loadmat(
+        str(shared_data / f"cofw68/test_annotations/{i}_points.mat"))
+    shapes.append(mat["Points"] - 1.0)
+  gt = np.stack(shapes)
+  lay = layouts.get_layout("ibug68")
+  left_x = gt[:, list(lay.left_eye), 0].mean(axis=1)
+  right_x = gt[:, list(lay.right_eye), 0].mean(axis=1)
+  assert np.mean(left_x < right_x) > 0.95
+  ratio = (metrics.normalizing_distance(gt, "inter_pupil")
+           / metrics.normalizing_distance(gt, "inter_ocular"))
+  assert 0.65 < np.median(ratio) < 0.85
+  assert np.all(ratio < 1.0)
