@@ -259,7 +259,8 @@ def compute_metrics(result: SplitResult, layout, failure_threshold=0.10,
       "weights": {"mean": float(result.weights.mean())},
   }
   if result.has_occlusion:
-    out["weights"]["mean_visible"] = float(result.weights[result.visible].mean())
+    out["weights"]["mean_visible"] = float(
+        result.weights[result.visible].mean())
     out["weights"]["mean_occluded"] = float(
         result.weights[~result.visible].mean())
     det = metrics.occlusion_detection(result.weights, result.visible,
@@ -418,7 +419,8 @@ def _markdown(all_metrics: Dict[str, Dict[str, Any]], thr: Dict[str, float],
     for meth in METHODS:
       a = m["methods"][meth]["all"]
       rows.append([f"`{name}`", str(m["num_images"]), METHOD_LABELS[meth],
-                   _pct(a["inter_pupil"]["nme"]), _pct(a["inter_ocular"]["nme"]),
+                   _pct(a["inter_pupil"]["nme"]),
+                   _pct(a["inter_ocular"]["nme"]),
                    _pct(a["bbox"]["nme"]),
                    _pct(a["inter_ocular"]["failure_rate"]),
                    _num(a["inter_ocular"]["auc"])])
@@ -474,7 +476,8 @@ def plot_ced(path: str, name: str, per_image: Dict[str, np.ndarray],
       ax.plot(grid, metrics.ced(v, grid), style, color=colours[meth],
               label=label, linewidth=1.6)
   ax.axvline(thr["failure_threshold"], color="gray", linestyle=":",
-             linewidth=1, label=f"failure threshold {thr['failure_threshold']:g}")
+             linewidth=1,
+             label=f"failure threshold {thr['failure_threshold']:g}")
   ax.set_xlim(0, xmax)
   ax.set_ylim(0, 1.01)
   ax.set_xlabel(f"NME ({norm.replace('_', '-')} normalisation)")

@@ -203,7 +203,8 @@ def test_auc_hand_computed():
   assert metrics.exact_auc(vals, 0.08) == pytest.approx(expected)
   # Trapezoid on a 0.01 grid: CED = 0,0,.25,.25,.5,.5,.75,.75,.75 at
   # t = 0..0.08 -> sum of means 3.375 * 0.01 / 0.08.
-  assert metrics.auc(vals, 0.08, step=0.01) == pytest.approx(3.375 * 0.01 / 0.08)
+  assert metrics.auc(vals, 0.08, step=0.01) == pytest.approx(
+      3.375 * 0.01 / 0.08)
   assert metrics.auc(VALUES, 0.08) == pytest.approx(
       metrics.exact_auc(np.append(vals, 0.12), 0.08), abs=1e-4 / 0.16 + 1e-12)
   # Perfect predictions -> AUC 1; all failures -> 0.

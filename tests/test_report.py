@@ -175,7 +175,8 @@ def test_markdown_tables(written):
   assert "| Paper Table 1, 'Ours' | 4.16 | 7.54 | 4.78 |" in lines
   # Inter-ocular failure rate table (baseline: 0 / 100 / 37.50).
   i = lines.index("### Failure rate (%), inter-ocular NME > 0.1")
-  assert lines[i + 4] == "| Baseline (heatmap decoding) | 0.00 | 100.00 | 37.50 |"
+  assert lines[i + 4] == (
+      "| Baseline (heatmap decoding) | 0.00 | 100.00 | 37.50 |")
   assert any(l.startswith("### AUC@0.08") for l in lines)
   # COFW section with all / visible columns and the paper numbers.
   assert "## COFW-68 (`cofw:test`, 4 faces)" in lines
@@ -304,5 +305,5 @@ def test_json_has_no_nan(written):
   # Undefined precision at a threshold below every weight is null.
   curve = doc["splits"]["cofw:test"]["occlusion_detection"]["pr_curve"]
   assert curve["precision"][0] is None
-  assert math.isclose(doc["published"]["300w_table1_ours_nme_percent_inter_pupil"]
-                      ["full"], 4.78)
+  published = doc["published"]["300w_table1_ours_nme_percent_inter_pupil"]
+  assert math.isclose(published["full"], 4.78)
