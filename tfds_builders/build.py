@@ -58,6 +58,10 @@ def build(name: str, manual_dir: str, data_dir: Optional[str] = None,
   manual_dir = os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
   if not os.path.isdir(manual_dir):
     raise crop.DataError(f"{name}: manual dir not found: {manual_dir}")
+  if not os.listdir(manual_dir):
+    raise crop.DataError(
+        f"{name}: manual dir {manual_dir} is empty; expected layout:\n"
+        f"{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
   if data_dir is not None:
     data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
   builder = cls(data_dir=data_dir, file_format="array_record")

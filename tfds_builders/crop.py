@@ -187,9 +187,9 @@ def crop_image(im: Image.Image, side: float, ex: float, ey: float,
 
 
 def encode_png(a: np.ndarray) -> bytes:
-  """uint8 ``[H, W, 3]`` -> PNG bytes (PIL; no TensorFlow)."""
+  """uint8 ``[H, W, 3]`` -> PNG bytes (PIL; no TensorFlow; fast level 1)."""
   buf = io.BytesIO()
-  Image.fromarray(a, "RGB").save(buf, format="PNG", compress_level=6)
+  Image.fromarray(a, "RGB").save(buf, format="PNG", compress_level=1)
   return buf.getvalue()
 
 

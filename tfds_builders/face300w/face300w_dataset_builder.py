@@ -8,8 +8,8 @@ docs/DESIGN.md; ``.pts`` coordinates (1-based) are stored 0-based.
 
 from __future__ import annotations
 
+import collections
 import os
-import warnings
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 from absl import logging
@@ -146,7 +146,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if missing:
       msg = (f"300-W: subset folder(s) missing in {manual_dir}, skipped: "
              f"{', '.join(s + '/' for s in missing)}")
-      warnings.warn(msg)
       logging.warning(msg)
     faces = {}
     for subset in present:
@@ -156,15 +155,35 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             f"300-W subset folder {os.path.join(manual_dir, subset)} has no "
             ".pts files")
     splits = {}
+    # Subsets used by several splits (test_full) are generated once and
+    # cached until their last use (splits are generated one after another;
+    # if not, the cache only costs recomputation).
+    uses = collections.Counter()
     for split, subsets in SPLITS.items():
       have = [s for s in subsets if s in faces]
       if have:
+        uses.update(have)
         splits[split] = self._generate_examples(manual_dir, have, faces)
+    self._cache_uses = uses
+    self._cache = {}
     return splits
 
   def _generate_examples(self, manual_dir: str, subsets: Sequence[str],
                          faces: Dict[str, List[Tuple[str, str]]]
                          ) -> Iterator[Tuple[str, dict]]:
     for subset in subsets:
+      self._cache_uses[subset] -= 1
+      cached = self._cache.pop(subset, None)
+      if cached is not None and len(cached) == len(faces[subset]):
+        if self._cache_uses[subset] > 0:
+          self._cache[subset] = cached
+        yield from cached
+        continue
+      keep = [] if self._cache_uses[subset] > 0 else None
       for image_path, pts_path in faces[subset]:
-        yield load_face(manual_dir, subset, image_path, pts_path)
+        key, example = load_face(manual_dir, subset, image_path, pts_path)
+        if keep is not None:
+          keep.append((key, example))
+        yield key, example
+      if keep is not None:
+        self._cache[subset] = keep
