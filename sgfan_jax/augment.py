@@ -6,9 +6,10 @@ or broadcasting), never Python loops over examples.
 
 Geometry (see docs/DESIGN.md): the stored crop has side ``S`` (crop pixels,
 0-based pixel-centre coordinates). The network input window is a square of side
-``window_side = S * face_context / crop_context`` (``input_window_side``) crop pixels centred on the
-crop centre ``c = ((S - 1) / 2, (S - 1) / 2)``; it is resampled bilinearly to
-``out_size`` pixels. Training perturbs the window:
+``window_side = S * face_context / crop_context`` crop pixels
+(``input_window_side``) centred on the crop centre
+``c = ((S - 1) / 2, (S - 1) / 2)``; it is resampled bilinearly to ``out_size``
+pixels. Training perturbs the window:
 
 * rotation ``angle`` (radians): the window is rotated by ``angle`` inside the
   crop (with y pointing down, a positive angle turns the window clockwise as

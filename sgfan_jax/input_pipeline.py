@@ -67,9 +67,10 @@ def parse_split_spec(spec: str) -> Tuple[str, str]:
 
 
 def _load_builder(name: str, data_dir: Optional[str]):
-  """The prepared TFDS builder of dataset ``name`` (clear error if not built)."""
+  """The prepared TFDS builder ``name``; clear error if it is not built."""
+  # pylint: disable=g-import-not-at-top
   try:
-    from tfds_builders import build as tfds_build  # pylint: disable=g-import-not-at-top
+    from tfds_builders import build as tfds_build
   except ImportError:
     tfds_build = None
   if tfds_build is not None and hasattr(tfds_build, "load_builder"):
@@ -79,8 +80,8 @@ def _load_builder(name: str, data_dir: Optional[str]):
       raise ValueError(f"cannot open dataset {name!r}: {e}") from e
   # Fallback before tfds_builders.build exists: import the module that
   # registers the builder, then ask TFDS.
-  import importlib  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import importlib
+  import tensorflow_datasets as tfds
   try:
     importlib.import_module(f"tfds_builders.{name}")
   except ImportError as e:

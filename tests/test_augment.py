@@ -1,4 +1,4 @@
-"""Tests of sgfan_jax.augment against hand-computed and naive numpy references."""
+"""Tests of sgfan_jax.augment against hand-computed and naive references."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tests of sgfan_jax.input_pipeline (grain loaders over random-access sources)."""
+"""Tests of sgfan_jax.input_pipeline: grain loaders over random-access data."""
 
 import math
 
