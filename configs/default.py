@@ -114,6 +114,11 @@ def get_config():
   config.eval.failure_threshold = 0.10    # NME above this = failure
   config.eval.auc_threshold = 0.08        # AUC up to this NME (300-W: 0.08)
   config.eval.num_vis_images = 8          # images with landmarks in report
+  # Normalisation of the validation NME that picks the best checkpoint:
+  # 'inter_pupil' (paper Table 1), 'inter_ocular' or 'bbox'.
+  config.eval.val_normalization = "inter_pupil"
+  # Evaluate with and without refinement (the report shows both).
+  config.eval.splits_max_examples = -1    # > 0: first K faces of each split
 
   # ------------------------------------------------------------- checkpoints
   config.checkpoint = ml_collections.ConfigDict()

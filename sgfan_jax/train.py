@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+import types
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from absl import logging
@@ -30,6 +31,7 @@ from sgfan_jax import losses
 from sgfan_jax import model as model_lib
 from sgfan_jax import optim
 from sgfan_jax import targets
+from sgfan_jax import weights as weights_lib
 
 
 class TrainState(train_state.TrainState):
@@ -47,6 +49,7 @@ class StepSpec:
   window_side: float          # input window side in stored-crop pixels
   sigma: float
   score_radius: int
+  weight_radius: int          # Eq. 1 window half-width
   loss_lambda: float
   mean_over_batch: bool
   subpixel: bool
@@ -64,6 +67,8 @@ def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
   ``metadata`` holds 'crop_size', 'crop_context' and 'layout' (the builder's
   info.metadata).
   """
+  if dataclasses.is_dataclass(metadata):
+    metadata = dataclasses.asdict(metadata)
   layout = layouts.get_layout(metadata["layout"])
   window = (metadata["crop_size"] * config.data.face_context
             / metadata["crop_context"])
@@ -72,6 +77,10 @@ def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
       window_side=float(window),
       sigma=float(config.targets.sigma),
       score_radius=int(config.targets.score_radius),
+      weight_radius=int(config.refine.get("weight_radius", -1)
+                        if config.refine.get("weight_radius", -1) >= 0 else
+                        weights_lib.default_weight_radius(
+                            config.targets.score_radius)),
       loss_lambda=float(config.loss_lambda),
       mean_over_batch=bool(config.loss_mean_over_batch),
       subpixel=bool(config.decode.subpixel),
@@ -129,7 +138,7 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], rng,
   step_rng = jax.random.fold_in(rng, state.step)
   images, points, _ = augment.train_transform(
       step_rng, batch["image"], batch["landmarks"], batch["visible"],
-      aug=dict(spec.aug), flip_perm=jnp.asarray(spec.flip_perm),
+      aug=types.SimpleNamespace(**dict(spec.aug)), flip_perm=jnp.asarray(spec.flip_perm),
       window_side=spec.window_side, out_size=spec.input_size)
   heat_gt, score_gt = targets.render_targets(
       points, spec.input_size, spec.sigma, spec.score_radius)
@@ -148,10 +157,14 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], rng,
   return new_state, metrics
 
 
-def _apply_affine(points, affine):
-  """points [B, N, 2], affine [B, 2, 3] -> [B, N, 2]."""
-  return (jnp.einsum("bij,bnj->bni", affine[:, :, :2], points)
-          + affine[:, None, :, 2])
+def output_to_image(points, out_to_crop, crop_to_image):
+  """Network-output coordinates [B, N, 2] -> original-image coordinates.
+
+  ``out_to_crop`` [B, 2, 3] from ``augment.eval_transform``, ``crop_to_image``
+  [B, 2, 3] from the dataset.
+  """
+  return augment.apply_affine(
+      points, augment.compose_affine(crop_to_image, out_to_crop))
 
 
 def predict_maps(state: TrainState, images):
@@ -174,13 +187,12 @@ def eval_step(state: TrainState, batch: Dict[str, jnp.ndarray],
     'weights' [B, N]: Eq. 1 landmark weights; 'peak' [B, N]: heatmap maxima.
   """
   from sgfan_jax import refine as refine_lib    # pylint: disable=g-import-not-at-top
-  from sgfan_jax import weights as weights_lib  # pylint: disable=g-import-not-at-top
   images, _, out_to_crop = augment.eval_transform(
       batch["image"], batch["landmarks"], window_side=spec.window_side,
       out_size=spec.input_size)
   heat, score = predict_maps(state, images)
   points, peak = decode.decode_heatmaps(heat, spec.subpixel)
-  w = weights_lib.landmark_weights(score, points, spec.score_radius)
+  w = weights_lib.landmark_weights(score, points, spec.weight_radius)
   if dictionary is not None:
     refined = refine_lib.refine_shapes(
         points, w, dictionary, num_neighbors=spec.refine_neighbors,
@@ -188,8 +200,7 @@ def eval_step(state: TrainState, batch: Dict[str, jnp.ndarray],
         ridge=spec.refine_ridge)
   else:
     refined = points
-  to_image = lambda p: _apply_affine(
-      _apply_affine(p, out_to_crop), batch["crop_to_image"])
+  to_image = lambda p: output_to_image(p, out_to_crop, batch["crop_to_image"])
   return {"points": to_image(points), "refined": to_image(refined),
           "weights": w, "peak": peak}
 

@@ -29,3 +29,12 @@ def shared_data() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
   return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_tfds_dir(tmp_path_factory) -> pathlib.Path:
+  """TFDS data dir with the bundled sample (sample_data/300w) built in it."""
+  from tfds_builders import build  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp("sample_tfds")
+  build.build("face300w", SAMPLE_DATA / "300w", data_dir)
+  return data_dir

@@ -1,0 +1,26 @@
+# sgfan-jax: the two front-door commands.
+#   make test  - create .venv from requirements.txt (once) and run the tests
+#   make demo  - create .venv, build the bundled sample, train, evaluate, report
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= workdir_demo
+
+.PHONY: venv test demo clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(PY) -m sgfan_jax.demo --workdir $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR)

@@ -1,0 +1,29 @@
+"""sgfan-jax command line: train and/or evaluate from a config file.
+
+  python main.py --config configs/cofw.py --workdir /tmp/sgfan_cofw
+  python main.py --config configs/face300w.py --workdir DIR --config.eval_only=True
+
+Any config field can be overridden: ``--config.batch_size=20``.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from sgfan_jax import run
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and reports go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  run.run(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,139 @@
+"""The main job: train (resuming from workdir) and evaluate, from a config.
+
+``python main.py --config CONFIG --workdir DIR`` calls ``run(config, DIR)``:
+
+1. open the training split (TFDS, built beforehand) and the eval splits;
+2. load ``DIR/shape_dictionary.npz`` or build it from the training shapes
+   (K-SVD, Sec. 3.3) when refinement is enabled;
+3. unless ``eval_only``: train, keeping the latest and the best checkpoints
+   (validation NME on ``data.val_split``);
+4. restore the best checkpoint (else the latest) and evaluate every eval
+   split, baseline and refined, writing the report into DIR.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional
+
+from absl import logging
+import jax
+import numpy as np
+
+from sgfan_jax import checkpoints as ckpt_lib
+from sgfan_jax import evaluate
+from sgfan_jax import input_pipeline
+from sgfan_jax import ksvd
+from sgfan_jax import layouts
+from sgfan_jax import train
+
+DICTIONARY_FILE = "shape_dictionary.npz"
+
+
+def training_shapes(source) -> np.ndarray:
+  """All training landmarks [M, N, 2] (original-image coordinates)."""
+  return np.stack([np.asarray(source[i]["landmarks_original"], np.float32)
+                   for i in range(len(source))])
+
+
+def load_dictionary(config, workdir: str, train_source=None):
+  """The shape dictionary saved beside the checkpoints (built if missing).
+
+  Returns None when refinement is disabled.
+  """
+  if not config.refine.enabled:
+    return None
+  path = os.path.join(workdir, DICTIONARY_FILE)
+  if not os.path.exists(path):
+    if train_source is None:
+      raise FileNotFoundError(
+          f"{path} is missing and no training split is available to build it "
+          f"(set --config.refine.enabled=False to evaluate without "
+          "refinement)")
+    print(f"Building the K-SVD shape dictionary from {len(train_source)} "
+          f"training shapes -> {path}")
+  dic = ksvd.load_or_build_dictionary(
+      path, lambda: training_shapes(train_source), config.refine,
+      layout_name=config.data.layout)
+  return ksvd.as_device(dic)
+
+
+def restore_for_eval(config, workdir: str, num_landmarks: int,
+                     num_examples: int):
+  """The best checkpoint in workdir (lowest validation NME), else the latest."""
+  ckpt = ckpt_lib.Checkpointer(workdir, config.checkpoint.max_to_keep,
+                               read_only=True)
+  step = ckpt.best_step()
+  which = "best"
+  if step is None:
+    step, which = ckpt.latest_step(), "latest"
+  if step is None:
+    raise FileNotFoundError(
+        f"no checkpoint in {ckpt.directory}; train first (drop "
+        "--config.eval_only)")
+  state = train.create_train_state(config, num_landmarks,
+                                   max(num_examples, config.batch_size),
+                                   jax.random.PRNGKey(0))
+  state = ckpt.restore(step, state)
+  ckpt.close()
+  print(f"Evaluating the {which} checkpoint (step {step}).")
+  return state
+
+
+def run(config, workdir: str) -> Optional[Dict[str, Any]]:
+  """Trains (unless ``config.eval_only``) and evaluates; returns report paths."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  layout = layouts.get_layout(config.data.layout)
+  data_dir = config.data.data_dir
+  train_source, train_meta = None, None
+  try:
+    train_source, meta = input_pipeline.open_split(
+        config.data.train_dataset, config.data.train_split, data_dir)
+    train_meta = dataclasses.asdict(meta)
+  except FileNotFoundError:
+    if not config.eval_only:
+      raise
+  if train_meta is not None and train_meta["layout"] != layout.name:
+    raise ValueError(f"training split layout {train_meta['layout']} differs "
+                     f"from config.data.layout {layout.name}")
+  dictionary = load_dictionary(config, workdir, train_source)
+
+  if not config.eval_only:
+    validate = None
+    if config.data.val_split:
+      val = evaluate.open_eval_splits(
+          _with_splits(config, (config.data.val_split,)), data_dir,
+          layout.name)
+      if val:
+        (source, meta), = val.values()
+        eval_fn = train.make_eval_step(train.step_spec(config, meta))
+        validate = lambda state: evaluate.validation_nme(  # pylint: disable=g-long-lambda
+            state, source, meta, config, eval_fn)
+
+    def batches(start_step):
+      return input_pipeline.train_batches(
+          train_source, batch_size=config.batch_size, seed=config.seed,
+          start_step=start_step, num_workers=config.data.num_workers,
+          prefetch=config.data.prefetch)
+
+    train.train(config, workdir, batches, train_meta, validate)
+
+  n_train = train_meta["num_examples"] if train_meta else config.batch_size
+  state = restore_for_eval(config, workdir, layout.num_points, n_train)
+  paths = evaluate.evaluate(config, workdir, state, dictionary, data_dir,
+                            layout.name)
+  if paths and jax.process_index() == 0:
+    with open(paths["results_json"]) as f:
+      json.load(f)     # fail loudly on a broken report
+  return paths
+
+
+def _with_splits(config, splits):
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.data.eval_splits = tuple(splits)
+  return c
