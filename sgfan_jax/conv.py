@@ -5,8 +5,25 @@
 implementation.
 
 * ``impl='xla'``: stock ``lax.conv_general_dilated``; best on GPU/TPU.
+* ``impl='cpu'``: the same function, written for XLA:CPU. XLA lowers the
+  weight gradient of a convolution to a convolution whose window is the whole
+  feature map (output ``[in, kh, kw, out]``), which XLA:CPU runs one to two
+  orders of magnitude slower than the forward pass, after transposing both
+  operands to ``[C, H, W, B]``. Here
+
+  - a 1x1 stride-1 convolution is a matrix product ``[B*H*W, in] @ [in, out]``
+    (its gradients are matrix products too);
+  - any other convolution keeps the stock forward and input gradient (both
+    fast on CPU) and gets a ``jax.custom_vjp`` whose weight gradient is an
+    im2col matrix product ``patches[B*Ho*Wo, kh*kw*in]^T @ dy[B*Ho*Wo, out]``,
+    accumulated over chunks of the batch so that the patch matrix stays below
+    ``_IM2COL_CHUNK_BYTES``.
+
+  Outputs equal the stock implementation bit-for-bit or to float32 rounding
+  (different summation order); see tests/test_conv.py.
 """
 
+import functools
 from typing import Tuple
 
 import flax.linen as nn
@@ -14,14 +31,142 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+IMPLS = ("xla", "cpu")
+# Upper bound of one im2col patch matrix in the 'cpu' weight gradient. The
+# batch is processed in chunks below this size (at least one example).
+_IM2COL_CHUNK_BYTES = 256 * 2**20
+
 
 def resolve_conv_impl(impl: str) -> str:
-  """Maps 'auto' to the implementation for the default backend."""
+  """Maps 'auto' to 'cpu' on the CPU backend and to 'xla' elsewhere."""
   if impl == "auto":
-    return "xla"
-  if impl not in ("xla",):
-    raise ValueError(f"conv_impl must be 'auto' or 'xla', got {impl!r}")
+    return "cpu" if jax.default_backend() == "cpu" else "xla"
+  if impl not in IMPLS:
+    raise ValueError(f"conv_impl must be 'auto' or one of {IMPLS}, "
+                     f"got {impl!r}")
   return impl
+
+
+def _padding(pad):
+  return ((pad[0], pad[0]), (pad[1], pad[1]))
+
+
+def conv_xla(x, kernel, stride: int, pad: Tuple[int, int]):
+  """Stock convolution: x [B, H, W, I], kernel [kh, kw, I, O] -> [B, Ho, Wo, O].
+
+  ``pad`` = (rows, cols) of zeros added on each side; ``stride`` in both axes.
+  """
+  return lax.conv_general_dilated(
+      x, kernel, (stride, stride), _padding(pad),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _out_size(size, k, stride, pad):
+  return (size + 2 * pad - k) // stride + 1
+
+
+def im2col(x, kh: int, kw: int, stride: int, pad: Tuple[int, int]):
+  """Patches: x [B, H, W, I] -> [B, Ho, Wo, kh*kw*I].
+
+  The last axis is ordered (kh, kw, I), matching ``kernel.reshape(-1, O)``.
+  """
+  b, h, w, c = x.shape
+  ho = _out_size(h, kh, stride, pad[0])
+  wo = _out_size(w, kw, stride, pad[1])
+  xp = jnp.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
+  cols = [
+      lax.slice(xp, (0, i, j, 0),
+                (b, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                (1, stride, stride, 1))
+      for i in range(kh) for j in range(kw)
+  ]
+  return jnp.concatenate(cols, axis=-1)
+
+
+def _batch_chunk(x_shape, kh, kw, ho, wo):
+  """Examples per im2col chunk so that one patch matrix fits the budget."""
+  per_example = ho * wo * kh * kw * x_shape[-1] * 4
+  return max(1, min(x_shape[0], _IM2COL_CHUNK_BYTES // max(per_example, 1)))
+
+
+def weight_grad_im2col(x, dy, kh: int, kw: int, stride: int,
+                       pad: Tuple[int, int]):
+  """Kernel gradient as an im2col product.
+
+  Args:
+    x: input [B, H, W, I].
+    dy: output cotangent [B, Ho, Wo, O].
+    kh, kw, stride, pad: the convolution's geometry.
+
+  Returns:
+    [kh, kw, I, O], the gradient of ``sum(conv(x, kernel) * dy)`` w.r.t.
+    ``kernel``.
+  """
+  b, _, _, cin = x.shape
+  _, ho, wo, cout = dy.shape
+  chunk = _batch_chunk(x.shape, kh, kw, ho, wo)
+
+  def partial_grad(xc, dyc):
+    cols = im2col(xc, kh, kw, stride, pad)
+    cols = cols.reshape(-1, kh * kw * cin)
+    return lax.dot_general(cols, dyc.reshape(-1, cout),
+                           (((0,), (0,)), ((), ())),
+                           preferred_element_type=jnp.float32)
+
+  n_full = b // chunk
+  if n_full <= 1:
+    grad = partial_grad(x, dy)
+  else:
+    xs = x[:n_full * chunk].reshape((n_full, chunk) + x.shape[1:])
+    dys = dy[:n_full * chunk].reshape((n_full, chunk) + dy.shape[1:])
+
+    def body(acc, xd):
+      return acc + partial_grad(*xd), None
+
+    grad, _ = lax.scan(body, jnp.zeros((kh * kw * cin, cout), jnp.float32),
+                       (xs, dys))
+    if b % chunk:
+      grad = grad + partial_grad(x[n_full * chunk:], dy[n_full * chunk:])
+  return grad.reshape(kh, kw, cin, cout).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_im2col_grad(x, kernel, stride: int, pad: Tuple[int, int]):
+  """``conv_xla`` with an im2col matrix product as the kernel gradient."""
+  return conv_xla(x, kernel, stride, pad)
+
+
+def _conv_fwd(x, kernel, stride, pad):
+  return conv_xla(x, kernel, stride, pad), (x, kernel)
+
+
+def _conv_bwd(stride, pad, res, dy):
+  x, kernel = res
+  # Input gradient: the stock transposed convolution (fast on CPU).
+  _, x_vjp = jax.vjp(lambda v: conv_xla(v, kernel, stride, pad), x)
+  dx, = x_vjp(dy)
+  kh, kw = kernel.shape[:2]
+  dk = weight_grad_im2col(x, dy, kh, kw, stride, pad).astype(kernel.dtype)
+  return dx, dk
+
+
+conv_im2col_grad.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_matmul_1x1(x, kernel):
+  """1x1 stride-1 convolution as a matrix product.
+
+  x [B, H, W, I], kernel [1, 1, I, O] -> [B, H, W, O].
+  """
+  return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def conv_cpu(x, kernel, stride: int, pad: Tuple[int, int]):
+  """CPU-friendly convolution with the semantics of ``conv_xla``."""
+  kh, kw = kernel.shape[:2]
+  if (kh, kw) == (1, 1) and stride == 1 and pad == (0, 0):
+    return conv_matmul_1x1(x, kernel)
+  return conv_im2col_grad(x, kernel, stride, tuple(pad))
 
 
 class Conv(nn.Module):
@@ -45,10 +190,9 @@ class Conv(nn.Module):
                         (kh, kw, cin, self.features), jnp.float32)
     pad = (kh // 2, kw // 2) if self.padding < 0 else (self.padding,) * 2
     x = x.astype(self.dtype)
-    y = lax.conv_general_dilated(
-        x, kernel.astype(self.dtype), (self.strides, self.strides),
-        ((pad[0], pad[0]), (pad[1], pad[1])),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    impl = resolve_conv_impl(self.impl)
+    fn = conv_cpu if impl == "cpu" else conv_xla
+    y = fn(x, kernel.astype(self.dtype), self.strides, pad)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,),
                         jnp.float32)
