@@ -46,7 +46,8 @@ def manual_dir(tmp_path_factory):
 
   afw: 3 faces: one re-encoded as .png, one grayscale, one upscaled 8x
   (3072 px, exercising big originals); helen/trainset: 3 faces, one with a
-  header-less .pts; helen/testset: 3 faces; ibug: 2 faces (copies).
+  header-less .pts; helen/testset: 3 faces; ibug: 2 faces and 01_Indoor:
+  1 face as .png (copies; 02_Outdoor is absent).
   """
   root = tmp_path_factory.mktemp("face300w_manual")
   afw = _stems("afw", 3)
@@ -79,6 +80,12 @@ def manual_dir(tmp_path_factory):
     _copy_face(SAMPLE / "helen/testset", stem, root / "helen/testset")
   for i, stem in enumerate(_stems("helen/testset", 2)):
     _copy_face(SAMPLE / "helen/testset", stem, root / "ibug", f"image_{i:03d}")
+  stem = _stems("helen/trainset", 4)[3]
+  _copy_face(SAMPLE / "helen/trainset", stem, root / "01_Indoor",
+             "indoor_001")
+  jpg = root / "01_Indoor" / "indoor_001.jpg"
+  Image.open(jpg).save(jpg.with_suffix(".png"))
+  os.remove(jpg)
   return root
 
 
@@ -97,7 +104,7 @@ def test_split_counts_and_metadata(built):
   builder, _ = built
   counts = {k: v.num_examples for k, v in builder.info.splits.items()}
   assert counts == {"train": 6, "test_common": 3, "test_challenging": 2,
-                    "test_full": 5}
+                    "test_full": 5, "test_private": 1}
   md = builder.info.metadata
   assert md["crop_context"] == pytest.approx(2.2)
   assert md["crop_size"] == 256
@@ -110,7 +117,8 @@ def test_examples_match_source_files(built, manual_dir):
   builder, data_dir = built
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   seen = {}
-  for split in ("train", "test_common", "test_challenging", "test_full"):
+  for split in ("train", "test_common", "test_challenging", "test_full",
+                "test_private"):
     source = tfds.data_source("face300w", split=split, data_dir=str(data_dir))
     for ex in _all(source):
       name = ex["file_name"].decode()
@@ -145,6 +153,7 @@ def test_examples_match_source_files(built, manual_dir):
   assert seen["test_full"] == seen["test_common"] | seen["test_challenging"]
   assert {n.split("/")[0] for n in seen["train"]} == {"afw", "helen"}
   assert any(n.endswith(".png") for n in seen["train"])
+  assert seen["test_private"] == {"01_Indoor/indoor_001.png"}
 
 
 def test_crop_pixels_match_source(built, manual_dir):

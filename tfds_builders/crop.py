@@ -122,8 +122,8 @@ def landmark_box(points: np.ndarray) -> np.ndarray:
                    p[:, 1].max()], np.float32)
 
 
-def crop_transform(face_box: np.ndarray, crop_context: float = CROP_CONTEXT,
-                   crop_size: int = CROP_SIZE) -> Tuple[float, float, float]:
+def crop_transform(face_box: np.ndarray, crop_context: float = CROP_CONTEXT
+                   ) -> Tuple[float, float, float]:
   """Crop square for a face box.
 
   Args:
@@ -139,7 +139,6 @@ def crop_transform(face_box: np.ndarray, crop_context: float = CROP_CONTEXT,
   if not side > 0 or not math.isfinite(side):
     raise DataError(f"degenerate face box {face_box}")
   cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-  del crop_size
   return side, cx - side / 2.0, cy - side / 2.0
 
 
@@ -207,7 +206,7 @@ def make_example(im: Image.Image, points: np.ndarray, visible: np.ndarray,
     file_name: path relative to the manual dir.
     subset: subset name.
   """
-  side, ex, ey = crop_transform(face_box, crop_context, crop_size)
+  side, ex, ey = crop_transform(face_box, crop_context)
   crop = crop_image(im, side, ex, ey, crop_size)
   points = np.asarray(points, np.float32)
   return {
