@@ -67,6 +67,9 @@ def example_features(num_points, crop_size: int = CROP_SIZE):
 def load_image_rgb(path: os.PathLike | str) -> Image.Image:
   """Opens an image file as an RGB PIL image (grayscale/palette/RGBA -> RGB).
 
+  The stored pixel grid is used as is (EXIF orientation is ignored): the
+  landmark annotations refer to it.
+
   Raises:
     DataError: missing or unreadable file (message names it).
   """
