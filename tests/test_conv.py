@@ -1,0 +1,164 @@
+"""The 'cpu' convolution equals the stock one (outputs and gradients).
+
+Reference: ``lax.conv_general_dilated`` (``conv_xla``) and its automatic
+derivatives. Gradients are compared through a random cotangent so every
+output element contributes.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sgfan_jax import conv as conv_lib
+from sgfan_jax import model as model_lib
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _rel_err(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def _value_and_grads(fn, x, kernel, cot):
+  """sum(fn(x, kernel) * cot), d/dx, d/dkernel and the output."""
+  def objective(x, kernel):
+    y = fn(x, kernel)
+    return jnp.sum(y * cot), y
+  (_, y), (dx, dk) = jax.jit(jax.value_and_grad(
+      objective, argnums=(0, 1), has_aux=True))(x, kernel)
+  return y, dx, dk
+
+
+# (batch, height, width, c_in, c_out, kernel, stride, pad)
+CASES = [
+    (1, 8, 8, 4, 6, 3, 1, 1),       # batch 1
+    (3, 9, 7, 5, 4, 3, 1, 1),       # odd, non-square
+    (2, 11, 11, 3, 8, 7, 2, 3),     # the stem: 7x7 stride 2 pad 3
+    (2, 8, 8, 6, 5, 1, 1, 0),       # 1x1 (matmul path)
+    (2, 9, 9, 4, 3, 1, 2, 0),       # 1x1 stride 2 (im2col path)
+    (2, 7, 9, 4, 5, 3, 2, 1),       # 3x3 stride 2, odd
+    (2, 6, 6, 3, 4, 5, 1, 2),       # 5x5
+    (2, 6, 6, 3, 4, 3, 1, 2),       # padding larger than k // 2
+    (2, 6, 6, 3, 4, 3, 1, 0),       # valid padding
+]
+
+
+@pytest.mark.parametrize("b,h,w,cin,cout,k,stride,pad", CASES)
+def test_cpu_conv_matches_stock_outputs_and_grads(b, h, w, cin, cout, k,
+                                                  stride, pad):
+  keys = jax.random.split(jax.random.PRNGKey(b * 1000 + h * 10 + k), 3)
+  x = jax.random.normal(keys[0], (b, h, w, cin))
+  kernel = jax.random.normal(keys[1], (k, k, cin, cout))
+  ho = (h + 2 * pad - k) // stride + 1
+  wo = (w + 2 * pad - k) // stride + 1
+  cot = jax.random.normal(keys[2], (b, ho, wo, cout))
+  ref = _value_and_grads(
+      functools.partial(conv_lib.conv_xla, stride=stride, pad=(pad, pad)),
+      x, kernel, cot)
+  got = _value_and_grads(
+      functools.partial(conv_lib.conv_cpu, stride=stride, pad=(pad, pad)),
+      x, kernel, cot)
+  for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
+    assert g.shape == r.shape, name
+    assert _rel_err(g, r) < 1e-5, (name, _rel_err(g, r))
+
+
+def test_im2col_layout_matches_kernel_reshape():
+  """A conv is im2col(x) @ kernel.reshape(-1, O) (patch order kh, kw, I)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 3))
+  kernel = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 5))
+  cols = conv_lib.im2col(x, 3, 3, 2, (1, 1))
+  assert cols.shape == (2, 4, 3, 27)
+  got = cols @ kernel.reshape(-1, 5)
+  ref = conv_lib.conv_xla(x, kernel, 2, (1, 1))
+  assert _rel_err(got, ref) < 1e-5
+
+
+@pytest.mark.parametrize("batch", [5, 4])
+def test_weight_grad_chunked_over_batch(monkeypatch, batch):
+  """Small chunk budget: scan over chunks (+ a remainder for batch 5)."""
+  x = jax.random.normal(jax.random.PRNGKey(2), (batch, 6, 6, 3))
+  dy = jax.random.normal(jax.random.PRNGKey(3), (batch, 6, 6, 4))
+  full = conv_lib.weight_grad_im2col(x, dy, 3, 3, 1, (1, 1))
+  per_example = 6 * 6 * 27 * 4
+  monkeypatch.setattr(conv_lib, "_IM2COL_CHUNK_BYTES", 2 * per_example)
+  assert conv_lib._batch_chunk(x.shape, 3, 3, 6, 6) == 2
+  chunked = conv_lib.weight_grad_im2col(x, dy, 3, 3, 1, (1, 1))
+  _, vjp = jax.vjp(lambda k: conv_lib.conv_xla(x, k, 1, (1, 1)),
+                   jnp.zeros((3, 3, 3, 4)))
+  ref, = vjp(dy)
+  assert _rel_err(full, ref) < 1e-5
+  assert _rel_err(chunked, ref) < 1e-5
+
+
+def test_conv_module_same_params_and_outputs():
+  x = jax.random.normal(jax.random.PRNGKey(4), (2, 9, 9, 5))
+  mods = {impl: conv_lib.Conv(7, (3, 3), strides=2, impl=impl)
+          for impl in ("xla", "cpu")}
+  params = mods["xla"].init(jax.random.PRNGKey(5), x)
+  shapes = jax.tree_util.tree_map(jnp.shape, params)
+  assert shapes == jax.tree_util.tree_map(
+      jnp.shape, mods["cpu"].init(jax.random.PRNGKey(5), x))
+  assert shapes["params"]["kernel"] == (3, 3, 5, 7)
+  assert shapes["params"]["bias"] == (7,)
+  params = jax.tree_util.tree_map(lambda p: p + 0.1, params)   # bias != 0
+  ref = mods["xla"].apply(params, x)
+  got = mods["cpu"].apply(params, x)
+  assert _rel_err(got, ref) < 1e-5
+
+
+def test_resolve_conv_impl():
+  assert conv_lib.resolve_conv_impl("xla") == "xla"
+  assert conv_lib.resolve_conv_impl("cpu") == "cpu"
+  expected = "cpu" if jax.default_backend() == "cpu" else "xla"
+  assert conv_lib.resolve_conv_impl("auto") == expected
+  with pytest.raises(ValueError):
+    conv_lib.resolve_conv_impl("cudnn")
+
+
+def test_sgfan_same_outputs_and_grads_for_both_impls():
+  """Tiny SGFAN, train mode: outputs, BN statistics and all parameter
+  gradients agree between conv_impl='cpu' and 'xla' from the same params."""
+  kwargs = dict(num_landmarks=5, width=8, hourglass_depth=1,
+                branch_channels=8)
+  x = jax.random.normal(jax.random.PRNGKey(6), (2, 32, 32, 3))
+  models = {impl: model_lib.SGFAN(conv_impl=impl, **kwargs)
+            for impl in ("xla", "cpu")}
+  variables = models["xla"].init(jax.random.PRNGKey(7), x)
+  cot = jax.random.normal(jax.random.PRNGKey(8), (2, 2, 32, 32, 5))
+
+  def run(model):
+    def objective(params):
+      (h, s), upd = model.apply(
+          {"params": params, "batch_stats": variables["batch_stats"]}, x,
+          train=True, mutable=["batch_stats"])
+      return jnp.sum(h * cot[0]) + jnp.sum(s * cot[1]), (h, s, upd)
+    (_, aux), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
+        variables["params"])
+    return aux, grads
+
+  (h_ref, s_ref, upd_ref), g_ref = run(models["xla"])
+  (h_got, s_got, upd_got), g_got = run(models["cpu"])
+  assert _rel_err(h_got, h_ref) < 1e-4
+  assert _rel_err(s_got, s_ref) < 1e-4
+  flat_ref = jax.tree_util.tree_leaves_with_path(g_ref)
+  flat_got = dict(jax.tree_util.tree_leaves_with_path(g_got))
+  assert len(flat_ref) == len(flat_got) > 50
+  # Biases of convolutions followed by train-mode BatchNorm have an exactly
+  # zero gradient; their computed values are rounding noise, so they are
+  # held to an absolute tolerance relative to the largest gradient.
+  scale = max(float(jnp.abs(g).max()) for _, g in flat_ref)
+  for path, ref in flat_ref:
+    np.testing.assert_allclose(flat_got[path], ref, rtol=1e-3,
+                               atol=1e-5 * scale,
+                               err_msg=jax.tree_util.keystr(path))
+  kernel_errs = [_rel_err(flat_got[p], r) for p, r in flat_ref
+                 if "kernel" in jax.tree_util.keystr(p)]
+  assert max(kernel_errs) < 1e-3
+  for a, b in zip(jax.tree_util.tree_leaves(upd_got),
+                  jax.tree_util.tree_leaves(upd_ref)):
+    assert _rel_err(a, b) < 1e-4
