@@ -194,6 +194,32 @@ def format_table(rows) -> str:
   return head + "\n".join(lines) + "\n"
 
 
+def sweep(train, refine_cfg, *, holdout=250, seed=7, sizes=(100, 200, 400),
+          sparsities=(1, 3, 5), neighbors=(5, 10, 20, 40),
+          ridges=(1e-4, 1e-3, 1e-2, 1e-1)):
+  """Tuning on the training shapes only: a held-out part is the test set.
+
+  Returns:
+    list of (dictionary_size, sparsity, k, ridge, displaced NME after,
+    'threshold' mode) sorted best first.
+  """
+  perm = np.random.default_rng(123).permutation(len(train))
+  val, fit = train[perm[:holdout]], train[perm[holdout:]]
+  cfg = refine_cfg.copy_and_resolve_references()
+  out = []
+  for size in sizes:
+    for sparsity in sparsities:
+      dic = ksvd.build_dictionary(fit, cfg, dictionary_size=size,
+                                  sparsity=sparsity)
+      for k in neighbors:
+        for ridge in ridges:
+          cfg.num_neighbors, cfg.ridge = k, ridge
+          rows, _ = run(fit, {"val": val}, cfg, seed=seed, dictionary=dic,
+                        modes=("threshold",))
+          out.append((size, sparsity, k, ridge, rows[0]["disp_nme_after"]))
+  return sorted(out, key=lambda r: r[-1])
+
+
 def main(argv=None):
   cfg = default_config.get_config().refine
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -207,6 +233,9 @@ def main(argv=None):
   p.add_argument("--weight_threshold", type=float,
                  default=cfg.weight_threshold)
   p.add_argument("--out_md", default="")
+  p.add_argument("--sweep", action="store_true",
+                 help="also tune K / sparsity / k / ridge on held-out "
+                 "training shapes (no test shapes) and print the top 10")
   args = p.parse_args(argv)
   cfg.dictionary_size = args.dictionary_size
   cfg.sparsity = args.sparsity
@@ -231,6 +260,14 @@ def main(argv=None):
       f"weight_threshold={cfg.weight_threshold}; simulation seed "
       f"{args.seed}, settings {SIM_DEFAULTS}\n"
       f"(build + refine time {time.time() - t0:.1f} s)\n")
+  if args.sweep:
+    best = sweep(train, cfg)
+    summary += ("\nTuning sweep (dictionary from 957 training shapes, "
+                "simulated occlusion on the other 250; 'threshold' mode; "
+                "displaced-point NME after refinement, best 10 of "
+                f"{len(best)}):\n" + "\n".join(
+                    f"  K={r[0]} sparsity={r[1]} k={r[2]} ridge={r[3]:g}: "
+                    f"{r[4]:.4f}" for r in best[:10]) + "\n")
   print(summary)
   print(table)
   if args.out_md:
