@@ -100,12 +100,21 @@ def get_config():
   config.refine = ml_collections.ConfigDict()
   config.refine.enabled = True
   config.refine.dictionary_size = 200     # K-SVD atoms (shapes in D_S)
-  config.refine.sparsity = 5              # OMP non-zeros per training shape
+  # OMP non-zeros per training shape. 1-5 are within 5% of each other on the
+  # held-out occlusion sweep (benchmarks/results/occlusion_experiment.md).
+  config.refine.sparsity = 3
   config.refine.ksvd_iterations = 20
+  config.refine.ksvd_seed = 0             # K-SVD initial-atom choice
+  # Eq. 1 window half-width r (px @128). 2 = floor(score_radius / sqrt 2):
+  # the largest square inside the score target disc, so a perfect score map
+  # gives w = 1 (see sgfan_jax/weights.py).
+  config.refine.weight_radius = 2
   config.refine.num_neighbors = 20        # k nearest exemplars (Eq. 2)
   config.refine.weight_threshold = 0.5    # w below this = unreliable point
   config.refine.mode = "threshold"        # 'threshold' | 'blend'
-  config.refine.ridge = 1e-3              # least-squares regulariser
+  # Ridge on the Eq. 2 reconstruction coefficients (normalised frame; pulls
+  # them towards the neighbours' average). 1e-2 was best of 1e-4..1e-1.
+  config.refine.ridge = 1e-2
 
   # -------------------------------------------------------------- evaluation
   config.eval = ml_collections.ConfigDict()
