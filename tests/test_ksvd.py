@@ -161,3 +161,32 @@ def test_load_errors_name_the_file(tmp_path):
       atoms=np.zeros((4, 29, 2)), mean_shape=np.zeros((29, 2))))
   with pytest.raises(ksvd.DictionaryFileError, match="bad_layout.npz.*68"):
     ksvd.load_dictionary(bad2)
+
+
+def test_build_dictionary_command(tmp_path, repo_root):
+  """The CLI reads .pts recursively and writes a loadable dictionary."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from sgfan_jax import build_dictionary  # pylint: disable=g-import-not-at-top
+  from sgfan_jax import pts_io  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  posed, _ = _synthetic_faces(rng, m=12)
+  for i, shape in enumerate(posed):
+    sub = tmp_path / "pts" / f"part{i % 2}"
+    sub.mkdir(parents=True, exist_ok=True)
+    pts_io.write_pts(sub / f"face{i}.pts", shape)
+  read = build_dictionary.shapes_from_dir(str(tmp_path / "pts"))
+  assert read.shape == (12, 68, 2)
+  out = tmp_path / "d.npz"
+  subprocess.run(
+      [sys.executable, "-m", "sgfan_jax.build_dictionary", "--shapes_dir",
+       str(tmp_path / "pts"), "--out", str(out),
+       "--config.refine.dictionary_size=5", "--config.refine.sparsity=2",
+       "--config.refine.ksvd_iterations=2"],
+      check=True, cwd=repo_root, capture_output=True)
+  dic = ksvd.load_dictionary(out)
+  assert dic.atoms.shape == (5, 68, 2)
+  assert dic.info["num_training_shapes"] == 12
+  with pytest.raises(FileNotFoundError, match="empty"):
+    (tmp_path / "empty").mkdir()
+    build_dictionary.shapes_from_dir(str(tmp_path / "empty"))
