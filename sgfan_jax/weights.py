@@ -20,10 +20,12 @@ Two choices the paper leaves open, made here:
   ``targets.score_radius`` (3 px at 128). A square window of half-width ``r``
   lies inside such a disc iff ``r * sqrt(2) <= score_radius``, so
   ``config.refine.weight_radius`` (default 2 = floor(3 / sqrt 2)) makes a
-  perfect score map give ``w = 1`` exactly, in the middle and on the border.
-  (With ``r = score_radius`` a perfect disc fills only 29/49 = 0.59 of the
-  window.) Use :func:`default_weight_radius` to derive it from another
-  ``score_radius``.
+  perfect score map give ``w = 1`` in the middle and on the border when the
+  landmark sits on a pixel centre, and ``w >= 0.92`` for any sub-pixel offset
+  (the window corners may then leave the disc). With ``r = score_radius`` a
+  perfect disc would fill only 29/49 = 0.59 of the window. Use
+  :func:`default_weight_radius` to derive it from another ``score_radius``.
+  The caller passes ``radius`` (e.g. ``config.refine.weight_radius``).
 
 Decoded points outside the map are first clipped to it (the nearest in-map
 pixel), so every window has at least one in-bounds pixel.
