@@ -38,8 +38,9 @@ signals (seeded) and alternates (``ksvd_iterations`` times):
   best rank-1 approximation ``sigma u v^T`` (SVD): ``d_k = u``, the coefficients
   of those signals ``= sigma v``. An atom no signal uses is replaced by the
   worst-represented training signal. (The usual "clear near-duplicate atoms"
-  heuristic is not applied: normalised face shapes all have cosine > 0.95
-  with each other, so it would throw away good atoms.)
+  heuristic is off for shape dictionaries: normalised 300-W training shapes
+  have a median pairwise cosine of 0.98 and 15% of pairs exceed 0.99, so it
+  would throw away good atoms; ``ksvd(duplicate_cosine=...)`` enables it.)
 
 Atoms as exemplar shapes
 ------------------------

@@ -39,9 +39,10 @@ def test_ksvd_recovers_planted_dictionary():
   """Aharon et al.'s synthetic test: d=20, K=50, T0=3, 1,500 signals.
 
   An atom counts as recovered when a learned atom has |cos| > 0.99 with it
-  (the paper's 1 - |d^T d'| < 0.01). K-SVD can stop in a local minimum:
-  over data seeds 0-5 this setting recovered 84-96% (mean 91%; the paper
-  reports ~90-96%), so the test uses one fixed seed and asserts >= 90%.
+  (1 - |d^T d'| < 0.01, the criterion of Aharon et al.). K-SVD can stop in
+  a local minimum: over data seeds 0-5 this setting recovered 84-96% of the
+  atoms (mean 91%), so the test uses one fixed seed (96%) and asserts
+  >= 90%.
   """
   rng = np.random.default_rng(0)
   d, k, s, m = 20, 50, 3, 1500
