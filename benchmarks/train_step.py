@@ -1,0 +1,169 @@
+r"""Train-step throughput and forward latency of SGFAN per conv implementation.
+
+  .venv/bin/python benchmarks/train_step.py [--widths 64,128,256] \
+      [--impls xla,cpu] [--out benchmarks/results/train_step.md]
+
+For each (width, conv_impl), in a fresh subprocess: the real jitted train
+step of sgfan_jax/train.py (``make_train_step``: on-device augmentation,
+target rendering, SGFAN forward/backward, Eq. 3, RMSProp; state donated) on a
+synthetic uint8 batch of 10 stored crops (256x256, ibug68 layout), and the
+eval-mode forward pass at batch 1 (``predict_maps``). Both after warm-up
+(compilation + 1 call), median of repeats. Peak RSS (``ru_maxrss``) of the
+subprocess is reported too. Implementations alternate within each width.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+BATCH = 10
+CROP = 256
+
+
+def _median_time(fn, warmup, repeats):
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def worker(width, impl, reps):
+  """Times the real train step and the batch-1 forward; returns a dict."""
+  import jax
+  import numpy as np
+  from configs import default as default_config
+  from sgfan_jax import layouts
+  from sgfan_jax import model as model_lib
+  from sgfan_jax import train as train_lib
+
+  config = default_config.get_config()
+  config.model.width = width
+  config.model.conv_impl = impl
+  layout = layouts.get_layout(config.data.layout)
+  n = layout.num_points
+  metadata = {"crop_size": CROP, "crop_context": 2.2,
+              "layout": config.data.layout, "num_examples": 1000}
+  spec = train_lib.step_spec(config, metadata)
+  state = train_lib.create_train_state(config, n, 1000,
+                                       jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  # A mean face-ish cloud of points inside the central window.
+  points = (CROP / 2 + rng.normal(scale=25.0, size=(BATCH, n, 2))).astype(
+      np.float32)
+  batch = {"image": rng.integers(0, 256, (BATCH, CROP, CROP, 3), np.uint8),
+           "landmarks": points, "visible": np.ones((BATCH, n), bool)}
+  batch = jax.device_put(batch)
+  step = train_lib.make_train_step(spec)
+  key = jax.random.PRNGKey(1)
+  holder = [state]
+
+  def run_step():
+    holder[0], metrics = step(holder[0], batch, key)
+    jax.block_until_ready(metrics["loss"])
+
+  out = {"params": model_lib.count_params(state.params)}
+  t0 = time.perf_counter()
+  run_step()
+  out["compile_s"] = time.perf_counter() - t0
+  out["train_s"] = _median_time(run_step, reps["warmup"], reps["train"])
+  predict = jax.jit(train_lib.predict_maps)
+  x = jax.numpy.zeros((1, config.model.input_size,
+                       config.model.input_size, 3))
+  out["fwd1_s"] = _median_time(
+      lambda: jax.block_until_ready(predict(holder[0], x)), reps["warmup"] + 1,
+      reps["fwd1"])
+  return out
+
+
+def _machine():
+  cpu = "?"
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return {"cpu": cpu, "nproc": os.cpu_count(),
+          "load": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--widths", default="64,128,256")
+  parser.add_argument("--impls", default="xla,cpu")
+  parser.add_argument("--reps", default=json.dumps(
+      {"warmup": 1, "train": 3, "fwd1": 7}))
+  parser.add_argument("--out", default="")
+  parser.add_argument("--worker", default="")
+  args = parser.parse_args()
+  widths = [int(w) for w in args.widths.split(",")]
+  impls = args.impls.split(",")
+  reps = json.loads(args.reps)
+
+  if args.worker:
+    out = worker(widths[0], args.worker, reps)
+    out["peak_rss_mb"] = resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps(out))
+    return
+
+  machine = _machine()
+  print(f"machine: {machine}", flush=True)
+  results = {}
+  for i, width in enumerate(widths):
+    order = impls if i % 2 == 0 else impls[::-1]
+    for impl in order:
+      cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl,
+             "--widths", str(width), "--reps", json.dumps(reps)]
+      res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+      results[(width, impl)] = json.loads(res.stdout.strip().splitlines()[-1])
+      print(f"width {width} {impl}: {results[(width, impl)]}", flush=True)
+
+  lines = ["| width | params | conv_impl | train step b10 img/s | "
+           "step s | fwd b1 ms | peak RSS MB | compile+1st step s |",
+           "|" + " --- |" * 8]
+  for width in widths:
+    for impl in impls:
+      r = results[(width, impl)]
+      lines.append(f"| {width} | {r['params']:,} | {impl} | "
+                   f"{BATCH / r['train_s']:.3f} | {r['train_s']:.2f} | "
+                   f"{r['fwd1_s'] * 1e3:.1f} | {r['peak_rss_mb']:.0f} | "
+                   f"{r['compile_s']:.0f} |")
+  table = "\n".join(lines)
+  print(table)
+  if args.out:
+    import jax  # pylint: disable=g-import-not-at-top
+    end_load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    with open(args.out, "w") as f:
+      f.write("# SGFAN train step and forward latency per conv_impl\n\n")
+      f.write("Command:\n\n```\n.venv/bin/python benchmarks/train_step.py "
+              + " ".join(sys.argv[1:]) + "\n```\n\n")
+      f.write(f"Machine: {machine['cpu']}, nproc={machine['nproc']}, "
+              f"load average at start {machine['load']}, at end {end_load}; "
+              f"jax {jax.__version__}, backend {jax.default_backend()}.\n\n")
+      f.write(table + "\n\n")
+      f.write("Train step: the real jitted step (make_train_step: "
+              "augmentation, targets, forward/backward, Eq. 3, RMSProp) on a "
+              "synthetic batch of 10 uint8 256x256 crops, median of "
+              f"{reps['train']} steps after compilation + {reps['warmup']} "
+              f"warm-up step(s). Forward: eval mode, batch 1, median of "
+              f"{reps['fwd1']}. One fresh subprocess per row; peak RSS is its "
+              "ru_maxrss.\n")
+
+
+if __name__ == "__main__":
+  main()
