@@ -10,6 +10,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from sgfan_jax import logs
 from sgfan_jax import run
 
 FLAGS = flags.FLAGS
@@ -22,6 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logs.quiet_libraries()
   run.run(FLAGS.config, FLAGS.workdir)
 
 

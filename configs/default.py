@@ -35,7 +35,7 @@ def get_config():
   # Split used for checkpoint selection ("best" checkpoint by NME). '' = none.
   config.data.val_split = "face300w:test_common"
   # TFDS data_dir; None = TFDS default (~/tensorflow_datasets).
-  config.data.data_dir = None
+  config.data.data_dir = ml_collections.config_dict.placeholder(str)
   # Landmark layout name (see sgfan_jax/layouts.py); sets N.
   config.data.layout = "ibug68"
   # Host-side loader workers (grain) and prefetch depth.

@@ -32,7 +32,10 @@ class Checkpointer:
                  keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, create=not read_only,
+        preservation_policy=policy,
+        # best_fn makes orbax write the metrics; retention is the policy's.
+        best_fn=lambda m: m[VAL_METRIC], best_mode="min",
+        keep_checkpoints_without_metrics=True, create=not read_only,
         read_only=read_only, enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 

@@ -19,6 +19,7 @@ import numpy as np
 from sgfan_jax import augment
 from sgfan_jax import input_pipeline
 from sgfan_jax import metrics
+from sgfan_jax import parallel
 from sgfan_jax import report
 from sgfan_jax import train
 
@@ -46,6 +47,11 @@ def predict_split(state, source, meta: Dict[str, Any], config,
     source = _Head(source, max_examples)
   if eval_fn is None:
     eval_fn = train.make_eval_step(train.step_spec(config, meta))
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  state = parallel.replicate(state, mesh)
+  if dictionary is not None:
+    dictionary = parallel.replicate(dictionary, mesh)
   rows = {"points": [], "refined": [], "weights": [], "gt": [], "visible": [],
           "index": []}
   images, transforms = [], []
@@ -53,8 +59,10 @@ def predict_split(state, source, meta: Dict[str, Any], config,
       source, batch_size=config.eval.batch_size):
     mask = batch.pop("mask")
     index = batch.pop("index")
-    out = eval_fn(state, {k: v for k, v in batch.items()
-                          if k in input_pipeline.BATCH_FEATURES}, dictionary)
+    arrays = parallel.shard_batch(
+        {k: v for k, v in batch.items() if k in input_pipeline.BATCH_FEATURES},
+        mesh)
+    out = parallel.to_host(eval_fn(state, arrays, dictionary))
     out = {k: np.asarray(v)[mask] for k, v in out.items()}
     rows["points"].append(out["points"])
     rows["refined"].append(out["refined"])

@@ -30,6 +30,7 @@ from sgfan_jax import layouts
 from sgfan_jax import losses
 from sgfan_jax import model as model_lib
 from sgfan_jax import optim
+from sgfan_jax import parallel
 from sgfan_jax import targets
 from sgfan_jax import weights as weights_lib
 
@@ -205,10 +206,17 @@ def eval_step(state: TrainState, batch: Dict[str, jnp.ndarray],
           "weights": w, "peak": peak}
 
 
-def make_train_step(spec: StepSpec, schedule=None):
-  """Jitted train step with the state donated."""
-  return jax.jit(functools.partial(train_step, spec=spec, schedule=schedule),
-                 donate_argnums=(0,))
+def make_train_step(spec: StepSpec, schedule=None, mesh=None):
+  """Jitted train step with the state donated.
+
+  With a ``mesh`` the state stays replicated across its devices (the batch
+  arrives sharded, see parallel.shard_batch).
+  """
+  fn = functools.partial(train_step, spec=spec, schedule=schedule)
+  if mesh is None:
+    return jax.jit(fn, donate_argnums=(0,))
+  rep = parallel.replicated(mesh)
+  return jax.jit(fn, donate_argnums=(0,), out_shardings=(rep, rep))
 
 
 def make_eval_step(spec: StepSpec):
@@ -282,6 +290,16 @@ class _StopFlag:
     return False
 
 
+def _report(bar, message: str) -> None:
+  """A progress line: above the progress bar when there is one."""
+  if jax.process_index() != 0:
+    return
+  if bar is not None:
+    bar.write(message)
+  else:
+    print(message, flush=True)
+
+
 def num_train_steps(config, num_examples: int) -> int:
   if config.num_train_steps > 0:
     return int(config.num_train_steps)
@@ -326,7 +344,10 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
     state = ckpt.restore(start, state)
     logging.info("Resumed from step %d", start)
   start = int(state.step)
-  step_fn = make_train_step(spec, schedule)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  state = parallel.replicate(state, mesh)
+  step_fn = make_train_step(spec, schedule, mesh)
   writer = MetricWriter(workdir, config.write_tensorboard)
   eval_every = max(1, int(config.eval.every_epochs * spe))
   bar = None
@@ -343,7 +364,7 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
   step = start
   with _StopFlag() as stop:
     while step < total_steps:
-      batch = next(batches)
+      batch = parallel.shard_batch(next(batches), mesh)
       state, metrics = step_fn(state, batch, aug_rng)
       step += 1
       pending.append(metrics)
@@ -353,7 +374,7 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
       do_ckpt = (step % config.checkpoint.every_steps == 0 or is_last
                  or stop.requested or do_eval)
       if step % config.log_every_steps == 0 or do_ckpt:
-        host = jax.device_get(pending)
+        host = parallel.to_host(pending)
         scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         _check_finite(step, scalars, ckpt.directory)
         dt = time.perf_counter() - t_log
@@ -364,8 +385,8 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
           bar.set_postfix(loss=f"{scalars['loss']:.4g}",
                           img_s=f"{scalars['images_per_sec']:.2f}",
                           lr=f"{scalars.get('lr', 0):.2g}")
-        logging.info("step %d: %s", step, ", ".join(
-            f"{k}={v:.5g}" for k, v in scalars.items()))
+        _report(bar, f"step {step}/{total_steps}: " + ", ".join(
+            f"{k}={v:.4g}" for k, v in scalars.items()))
         pending, images_since, t_log = [], 0, time.perf_counter()
       if bar is not None:
         bar.update(1)
@@ -374,7 +395,7 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
         if do_eval:
           val_nme = float(validate(state))
           writer.write(step, {"val_nme": val_nme})
-          logging.info("step %d: validation NME %.5f", step, val_nme)
+          _report(bar, f"step {step}: validation NME {val_nme:.5f}")
         ckpt.save(step, state, val_nme=val_nme)
       if stop.requested:
         logging.warning("Stopped at step %d; resume with the same command.",
