@@ -7,17 +7,19 @@ implementation.
 * ``impl='xla'``: stock ``lax.conv_general_dilated``; best on GPU/TPU.
 * ``impl='cpu'``: the same function, written for XLA:CPU. XLA lowers the
   weight gradient of a convolution to a convolution whose window is the whole
-  feature map (output ``[in, kh, kw, out]``), which XLA:CPU runs one to two
-  orders of magnitude slower than the forward pass, after transposing both
-  operands to ``[C, H, W, B]``. Here
-
-  - a 1x1 stride-1 convolution is a matrix product ``[B*H*W, in] @ [in, out]``
-    (its gradients are matrix products too);
-  - any other convolution keeps the stock forward and input gradient (both
-    fast on CPU) and gets a ``jax.custom_vjp`` whose weight gradient is an
-    im2col matrix product ``patches[B*Ho*Wo, kh*kw*in]^T @ dy[B*Ho*Wo, out]``,
-    accumulated over chunks of the batch so that the patch matrix stays below
-    ``_IM2COL_CHUNK_BYTES``.
+  feature map (output ``[in, kh, kw, out]``) after transposing both operands
+  to ``[C, H, W, B]``; for 1x1 kernels on large maps (e.g. the 128 -> 68 heads
+  at 128x128) XLA:CPU runs that ~10x slower than the equivalent matrix
+  product. Here a 1x1 stride-1 convolution is a matrix product
+  ``[B*H*W, in] @ [in, out]`` (its gradients are matrix products too); other
+  kernels (3x3, the 7x7 stem) use the stock convolution.
+* ``impl='cpu_im2col'``: as 'cpu', plus a ``jax.custom_vjp`` for kernels
+  other than 1x1 whose weight gradient is an im2col matrix product
+  ``patches[B*Ho*Wo, kh*kw*in]^T @ dy[B*Ho*Wo, out]``, accumulated over chunks
+  of the batch so that the patch matrix stays below ``_IM2COL_CHUNK_BYTES``
+  (forward and input gradient stay stock). Measured slower than 'cpu' inside
+  the whole network with jax 0.10.2 (benchmarks/results/train_step.md) and
+  it needs more memory; kept for other XLA versions / machines.
 
   Outputs equal the stock implementation bit-for-bit or to float32 rounding
   (different summation order); see tests/test_conv.py.
@@ -31,10 +33,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("xla", "cpu")
+IMPLS = ("xla", "cpu", "cpu_im2col")
 # Upper bound of one im2col patch matrix in the 'cpu' weight gradient. The
 # batch is processed in chunks below this size (at least one example).
-_IM2COL_CHUNK_BYTES = 256 * 2**20
+_IM2COL_CHUNK_BYTES = 128 * 2**20
 
 
 def resolve_conv_impl(impl: str) -> str:
@@ -161,12 +163,20 @@ def conv_matmul_1x1(x, kernel):
   return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
 
 
-def conv_cpu(x, kernel, stride: int, pad: Tuple[int, int]):
-  """CPU-friendly convolution with the semantics of ``conv_xla``."""
+def conv_cpu(x, kernel, stride: int, pad: Tuple[int, int],
+             im2col_weight_grad: bool = False):
+  """CPU-friendly convolution with the semantics of ``conv_xla``.
+
+  x [B, H, W, I], kernel [kh, kw, I, O] -> [B, Ho, Wo, O]. 1x1 stride-1
+  convolutions are matrix products; other kernels use the stock convolution,
+  with an im2col kernel gradient when ``im2col_weight_grad``.
+  """
   kh, kw = kernel.shape[:2]
   if (kh, kw) == (1, 1) and stride == 1 and pad == (0, 0):
     return conv_matmul_1x1(x, kernel)
-  return conv_im2col_grad(x, kernel, stride, tuple(pad))
+  if im2col_weight_grad:
+    return conv_im2col_grad(x, kernel, stride, tuple(pad))
+  return conv_xla(x, kernel, stride, pad)
 
 
 class Conv(nn.Module):
@@ -191,8 +201,12 @@ class Conv(nn.Module):
     pad = (kh // 2, kw // 2) if self.padding < 0 else (self.padding,) * 2
     x = x.astype(self.dtype)
     impl = resolve_conv_impl(self.impl)
-    fn = conv_cpu if impl == "cpu" else conv_xla
-    y = fn(x, kernel.astype(self.dtype), self.strides, pad)
+    kernel = kernel.astype(self.dtype)
+    if impl == "xla":
+      y = conv_xla(x, kernel, self.strides, pad)
+    else:
+      y = conv_cpu(x, kernel, self.strides, pad,
+                   im2col_weight_grad=impl == "cpu_im2col")
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,),
                         jnp.float32)

@@ -59,12 +59,13 @@ def test_cpu_conv_matches_stock_outputs_and_grads(b, h, w, cin, cout, k,
   ref = _value_and_grads(
       functools.partial(conv_lib.conv_xla, stride=stride, pad=(pad, pad)),
       x, kernel, cot)
-  got = _value_and_grads(
-      functools.partial(conv_lib.conv_cpu, stride=stride, pad=(pad, pad)),
-      x, kernel, cot)
-  for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
-    assert g.shape == r.shape, name
-    assert _rel_err(g, r) < 1e-5, (name, _rel_err(g, r))
+  for im2col in (False, True):
+    got = _value_and_grads(
+        functools.partial(conv_lib.conv_cpu, stride=stride, pad=(pad, pad),
+                          im2col_weight_grad=im2col), x, kernel, cot)
+    for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
+      assert g.shape == r.shape, name
+      assert _rel_err(g, r) < 1e-5, (name, im2col, _rel_err(g, r))
 
 
 def test_im2col_layout_matches_kernel_reshape():
@@ -98,22 +99,24 @@ def test_weight_grad_chunked_over_batch(monkeypatch, batch):
 def test_conv_module_same_params_and_outputs():
   x = jax.random.normal(jax.random.PRNGKey(4), (2, 9, 9, 5))
   mods = {impl: conv_lib.Conv(7, (3, 3), strides=2, impl=impl)
-          for impl in ("xla", "cpu")}
+          for impl in conv_lib.IMPLS}
   params = mods["xla"].init(jax.random.PRNGKey(5), x)
   shapes = jax.tree_util.tree_map(jnp.shape, params)
-  assert shapes == jax.tree_util.tree_map(
-      jnp.shape, mods["cpu"].init(jax.random.PRNGKey(5), x))
+  for impl in ("cpu", "cpu_im2col"):
+    assert shapes == jax.tree_util.tree_map(
+        jnp.shape, mods[impl].init(jax.random.PRNGKey(5), x))
   assert shapes["params"]["kernel"] == (3, 3, 5, 7)
   assert shapes["params"]["bias"] == (7,)
   params = jax.tree_util.tree_map(lambda p: p + 0.1, params)   # bias != 0
   ref = mods["xla"].apply(params, x)
-  got = mods["cpu"].apply(params, x)
-  assert _rel_err(got, ref) < 1e-5
+  for impl in ("cpu", "cpu_im2col"):
+    assert _rel_err(mods[impl].apply(params, x), ref) < 1e-5
 
 
 def test_resolve_conv_impl():
   assert conv_lib.resolve_conv_impl("xla") == "xla"
   assert conv_lib.resolve_conv_impl("cpu") == "cpu"
+  assert conv_lib.resolve_conv_impl("cpu_im2col") == "cpu_im2col"
   expected = "cpu" if jax.default_backend() == "cpu" else "xla"
   assert conv_lib.resolve_conv_impl("auto") == expected
   with pytest.raises(ValueError):
