@@ -1,7 +1,12 @@
 """Builds the K-SVD shape dictionary D_S (Sec. 3.3) and writes it as .npz.
 
-Command (every ``.pts`` under the folder, recursively)::
+Commands::
 
+  # From the config's TFDS training split, into WORKDIR/shape_dictionary.npz
+  # (where training and evaluation look for it):
+  python -m sgfan_jax.build_dictionary --config configs/face300w.py \
+      --workdir ~/sgfan/300w
+  # From every ``.pts`` under a folder (recursively):
   python -m sgfan_jax.build_dictionary --shapes_dir ../shared/data/300w/afw \
       --out /tmp/shape_dictionary.npz
 
@@ -32,6 +37,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _SHAPES_DIR = flags.DEFINE_string(
     "shapes_dir", None, "Folder searched recursively for .pts files.")
 _OUT = flags.DEFINE_string("out", None, "Output .npz path.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Read the config's TFDS training split and write "
+    "WORKDIR/shape_dictionary.npz (replacing an existing one).")
 
 
 def shapes_from_dir(directory: str, num_points: int = 68) -> np.ndarray:
@@ -56,15 +64,28 @@ def build_and_save(shapes: np.ndarray, out: str, refine_cfg,
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _SHAPES_DIR.value or not _OUT.value:
-    raise app.UsageError("--shapes_dir and --out are required")
   config = _CONFIG.value
   from sgfan_jax import layouts  # pylint: disable=g-import-not-at-top
   layout = layouts.get_layout(config.data.layout)
-  shapes = shapes_from_dir(_SHAPES_DIR.value, layout.num_points)
-  dictionary = build_and_save(shapes, _OUT.value, config.refine, layout.name)
+  if _WORKDIR.value:
+    # pylint: disable=g-import-not-at-top
+    from sgfan_jax import input_pipeline
+    from sgfan_jax import run
+    source, _ = input_pipeline.open_split(
+        config.data.train_dataset, config.data.train_split,
+        config.data.data_dir)
+    shapes = run.training_shapes(source)
+    out = os.path.join(_WORKDIR.value, run.DICTIONARY_FILE)
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+  elif _SHAPES_DIR.value and _OUT.value:
+    shapes = shapes_from_dir(_SHAPES_DIR.value, layout.num_points)
+    out = _OUT.value
+  else:
+    raise app.UsageError("give --workdir (TFDS training split of --config) "
+                         "or --shapes_dir and --out")
+  dictionary = build_and_save(shapes, out, config.refine, layout.name)
   info = dictionary.info
-  msg = (f"wrote {_OUT.value}: {dictionary.num_atoms} atoms x "
+  msg = (f"wrote {out}: {dictionary.num_atoms} atoms x "
          f"{dictionary.atoms.shape[1]} points from {len(shapes)} shapes "
          f"({info})")
   logging.info(msg)

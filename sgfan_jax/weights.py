@@ -73,9 +73,9 @@ def _weights_one(score_maps: jax.Array, points: jax.Array,
   return total / count
 
 
-@functools.partial(jax.jit, static_argnames=("radius",))
+@functools.partial(jax.jit, static_argnames=("radius", "clip"))
 def landmark_weights(score_maps: jax.Array, points: jax.Array,
-                     radius: int) -> jax.Array:
+                     radius: int, clip: bool = True) -> jax.Array:
   """Eq. 1 weights of a batch of faces.
 
   Args:
@@ -85,6 +85,11 @@ def landmark_weights(score_maps: jax.Array, points: jax.Array,
       Rounded to the nearest pixel and clipped into the map.
     radius: window half-width ``r`` (static Python int; window is
       ``(2r+1) x (2r+1)`` before clipping at the map border).
+    clip: clip the weights to [0, 1] (default). The network's score maps
+      are unconstrained linear outputs trained towards {0, 1} targets, so a
+      window mean can leave [0, 1]; a weight is a confidence, and the
+      refinement uses w^2, where a negative mean would otherwise count as
+      reliable.
 
   Returns:
     [B, N] float32 weights: the mean score of map ``i`` over the in-bounds
@@ -101,4 +106,4 @@ def landmark_weights(score_maps: jax.Array, points: jax.Array,
   out = jax.vmap(_weights_one, in_axes=(0, 0, None))(
       score_maps, points.astype(jnp.float32), radius)
   chex.assert_shape(out, (batch, num_points))
-  return out
+  return jnp.clip(out, 0.0, 1.0) if clip else out

@@ -57,10 +57,10 @@ def test_hand_computed_values():
   # 1 face, 1 landmark, 5x5 map with values 0..24 (row-major).
   maps = np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1)
   # Centre (2, 2), r = 1: mean of rows 1-3, cols 1-3 = mean(6,7,8,11,...,18).
-  w = weights.landmark_weights(maps, np.array([[[2.2, 1.6]]]), radius=1)
+  w = weights.landmark_weights(maps, np.array([[[2.2, 1.6]]]), radius=1, clip=False)
   assert float(w[0, 0]) == pytest.approx(12.0)
   # Corner (0, 0), r = 1: in-bounds pixels (0,0),(0,1),(1,0),(1,1) -> 0,1,5,6.
-  w = weights.landmark_weights(maps, np.array([[[0.0, 0.0]]]), radius=1)
+  w = weights.landmark_weights(maps, np.array([[[0.0, 0.0]]]), radius=1, clip=False)
   assert float(w[0, 0]) == pytest.approx(3.0)
 
 
@@ -83,3 +83,16 @@ def test_perfect_disc_gives_one_inside_and_on_border():
 def test_shape_check():
   with pytest.raises(Exception):
     weights.landmark_weights(np.zeros((2, 8, 8, 3)), np.zeros((2, 4, 2)), 1)
+
+
+def test_weights_are_clipped_confidences():
+  """Raw network score maps leave [0, 1]; weights must not."""
+  maps = np.zeros((1, 9, 9, 3), np.float32)
+  maps[0, :, :, 0] = -0.7       # negative mean -> 0 (unreliable)
+  maps[0, :, :, 1] = 1.6        # above one -> 1
+  maps[0, :, :, 2] = 0.4
+  pts = np.full((1, 3, 2), 4.0, np.float32)
+  w = np.asarray(weights.landmark_weights(maps, pts, 1))
+  np.testing.assert_allclose(w[0], [0.0, 1.0, 0.4], atol=1e-6)
+  raw = np.asarray(weights.landmark_weights(maps, pts, 1, clip=False))
+  np.testing.assert_allclose(raw[0], [-0.7, 1.6, 0.4], atol=1e-6)
