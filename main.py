@@ -17,6 +17,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and reports go.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
+                  "first (one process per host; see README).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -24,6 +26,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logs.quiet_libraries()
+  if FLAGS.distributed:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
   run.run(FLAGS.config, FLAGS.workdir)
 
 

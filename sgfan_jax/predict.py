@@ -29,12 +29,17 @@ from ml_collections import config_flags
 import numpy as np
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config the model was "
-                                "trained with.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Training workdir (checkpoints).")
-flags.DEFINE_string("out", "predictions", "Output folder.")
-flags.DEFINE_string("box", None, "Face box x0,y0,x1,y1 in pixels (for all "
-                    "images).")
+
+
+def _define_flags():
+  """Command-line flags (defined only when run as a command, so importing
+  this module next to other absl programs does not clash)."""
+  config_flags.DEFINE_config_file("config", None, "Config the model was "
+                                  "trained with.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Training workdir (checkpoints).")
+  flags.DEFINE_string("out", "predictions", "Output folder.")
+  flags.DEFINE_string("box", None, "Face box x0,y0,x1,y1 in pixels (for "
+                      "all images).")
 
 
 def face_box_for(path: str, image_size, box: Optional[str], face_context):
@@ -154,4 +159,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -153,6 +153,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(
         features=crop.example_features(None, crop.CROP_SIZE),
         supervised_keys=None,
+        # Keep the source order (sorted files / .mat index) so that split
+        # index i is the i-th face of the release; training shuffles in the
+        # input pipeline.
+        disable_shuffling=True,
         homepage="https://data.caltech.edu/records/bc0bf-nc666",
         metadata=tfds.core.MetadataDict(
             crop_context=crop.CROP_CONTEXT,

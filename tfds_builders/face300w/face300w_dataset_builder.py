@@ -122,6 +122,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(
         features=crop.example_features(NUM_POINTS, crop.CROP_SIZE),
         supervised_keys=None,
+        # Keep the source order (sorted files / .mat index) so that split
+        # index i is the i-th face of the release; training shuffles in the
+        # input pipeline.
+        disable_shuffling=True,
         homepage="https://ibug.doc.ic.ac.uk/resources/300-W/",
         metadata=tfds.core.MetadataDict(
             crop_context=crop.CROP_CONTEXT,
