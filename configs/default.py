@@ -68,6 +68,10 @@ def get_config():
   # default backend is CPU, else 'xla'). Same parameters and results.
   config.model.conv_impl = "auto"
   config.model.dtype = "float32"          # compute dtype (params: float32)
+  # Initial std of the two 1x1 heads relative to LeCun-normal. Small = maps
+  # start near 0: Eq. 3 starts at the targets' energy, not at noise over
+  # every pixel (see model.py). Not in the paper (PyTorch default init).
+  config.model.head_init_scale = 0.01
 
   # ---------------------------------------------------------------- targets
   config.targets = ml_collections.ConfigDict()

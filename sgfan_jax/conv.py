@@ -26,7 +26,7 @@ implementation.
 """
 
 import functools
-from typing import Tuple
+from typing import Callable, Tuple
 
 import flax.linen as nn
 import jax
@@ -191,12 +191,13 @@ class Conv(nn.Module):
   use_bias: bool = True
   impl: str = "auto"
   dtype: jnp.dtype = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x):
     kh, kw = self.kernel_size
     cin = x.shape[-1]
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+    kernel = self.param("kernel", self.kernel_init,
                         (kh, kw, cin, self.features), jnp.float32)
     pad = (kh // 2, kw // 2) if self.padding < 0 else (self.padding,) * 2
     x = x.astype(self.dtype)

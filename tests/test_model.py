@@ -66,3 +66,17 @@ def test_bad_input_shape_is_clear():
     m.init(jax.random.PRNGKey(0), jnp.zeros((1, 128, 128)))
   with pytest.raises(ValueError, match="divisible"):
     m.init(jax.random.PRNGKey(0), jnp.zeros((1, 100, 100, 3)))
+
+
+def test_small_head_init_starts_maps_near_zero():
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 128, 128, 3))
+  out = {}
+  for scale in (1.0, 0.01):
+    m = model_lib.SGFAN(num_landmarks=5, width=8, hourglass_depth=2,
+                        branch_channels=8, head_init_scale=scale)
+    v = m.init(jax.random.PRNGKey(1), x)
+    h, s = m.apply(v, x)
+    out[scale] = float(jnp.sqrt(jnp.mean(h ** 2) + jnp.mean(s ** 2)))
+  # Output scale follows the head's init scale (BN-normalised features).
+  assert out[0.01] < 0.03 * out[1.0]
+  assert out[1.0] > 0.1
