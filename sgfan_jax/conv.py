@@ -163,6 +163,47 @@ def conv_matmul_1x1(x, kernel):
   return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
 
 
+def conv_upsampled2x(x, kernel, conv_fn):
+  """3x3 'SAME' convolution of the 2x nearest-upsampled input, at low res.
+
+  ``conv(upsample2(x), kernel)`` with zero padding 1, computed as four 2x2
+  "phase" convolutions of ``x`` (16 taps per low-res pixel instead of 36):
+  output pixel (2i+a, 2j+b) reads low-res rows {i-1+a, i+a} and columns
+  {j-1+b, j+b}, with the 3x3 taps that fall on the same low-res pixel
+  summed (row phase 0: (k0, k1+k2); phase 1: (k0+k1, k2); likewise columns).
+  Exact up to float32 summation order; gradients follow by autodiff.
+
+  Args:
+    x: [B, h, w, I] low-resolution input.
+    kernel: [3, 3, I, O].
+    conv_fn: ``(x, kernel, stride, pad) -> y`` used for the 2x2 convolution.
+
+  Returns:
+    [B, 2h, 2w, O].
+  """
+  if kernel.shape[:2] != (3, 3):
+    raise ValueError(f"conv_upsampled2x needs a 3x3 kernel, got "
+                     f"{kernel.shape}")
+  b, h, w, _ = x.shape
+  out = kernel.shape[-1]
+  # groups[a] = (taps of low row i-1+a, taps of low row i+a), per phase a.
+  groups = (((0,), (1, 2)), ((0, 1), (2,)))
+
+  def phase_kernel(a, c):
+    rows = [sum(kernel[r] for r in g) for g in groups[a]]      # 2 x [3, I, O]
+    return jnp.stack([jnp.stack([sum(row[q] for q in g) for g in groups[c]])
+                      for row in rows])                        # [2, 2, I, O]
+
+  k4 = jnp.concatenate([phase_kernel(a, c) for a in (0, 1) for c in (0, 1)],
+                       axis=-1)                                # [2, 2, I, 4O]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  y = conv_fn(xp, k4, 1, (0, 0))                               # [B, h+1, w+1, 4O]
+  phases = [y[:, a:a + h, c:c + w, (2 * a + c) * out:(2 * a + c + 1) * out]
+            for a in (0, 1) for c in (0, 1)]
+  y = jnp.stack(phases, axis=3).reshape(b, h, w, 2, 2, out)    # [.., a, c, O]
+  return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, out)
+
+
 def conv_cpu(x, kernel, stride: int, pad: Tuple[int, int],
              im2col_weight_grad: bool = False):
   """CPU-friendly convolution with the semantics of ``conv_xla``.
@@ -192,6 +233,9 @@ class Conv(nn.Module):
   impl: str = "auto"
   dtype: jnp.dtype = jnp.float32
   kernel_init: Callable = nn.initializers.lecun_normal()
+  # The input is the low-res map whose 2x nearest upsampling is convolved
+  # (3x3, padding 1, stride 1 only): output [B, 2H, 2W, features].
+  upsample2x_input: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -203,7 +247,13 @@ class Conv(nn.Module):
     x = x.astype(self.dtype)
     impl = resolve_conv_impl(self.impl)
     kernel = kernel.astype(self.dtype)
-    if impl == "xla":
+    if self.upsample2x_input:
+      if self.strides != 1 or pad != (1, 1):
+        raise ValueError("upsample2x_input needs stride 1 and padding 1")
+      conv_fn = conv_xla if impl == "xla" else functools.partial(
+          conv_cpu, im2col_weight_grad=impl == "cpu_im2col")
+      y = conv_upsampled2x(x, kernel, conv_fn)
+    elif impl == "xla":
       y = conv_xla(x, kernel, self.strides, pad)
     else:
       y = conv_cpu(x, kernel, self.strides, pad,

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Dict, Optional
 
 from absl import logging
+import jax
 import numpy as np
 
 from sgfan_jax import augment
@@ -26,7 +27,8 @@ from sgfan_jax import train
 
 def predict_split(state, source, meta: Dict[str, Any], config,
                   dictionary=None, max_examples: int = -1,
-                  num_images: int = 0, eval_fn=None) -> report.SplitResult:
+                  num_images: int = 0, eval_fn=None,
+                  progress: bool = True) -> report.SplitResult:
   """Runs the model over one split.
 
   Args:
@@ -38,6 +40,7 @@ def predict_split(state, source, meta: Dict[str, Any], config,
     max_examples: > 0 evaluates only the first K faces.
     num_images: how many stored crops to keep for drawing.
     eval_fn: a jitted eval step to reuse (built here if None).
+    progress: show a progress bar.
 
   Returns:
     SplitResult with gt / baseline / refined [M, N, 2] in original-image
@@ -55,8 +58,15 @@ def predict_split(state, source, meta: Dict[str, Any], config,
   rows = {"points": [], "refined": [], "weights": [], "gt": [], "visible": [],
           "index": []}
   images, transforms = [], []
-  for batch in input_pipeline.eval_batches(
-      source, batch_size=config.eval.batch_size):
+  batches = input_pipeline.eval_batches(source,
+                                        batch_size=config.eval.batch_size)
+  if progress and jax.process_index() == 0:
+    import tqdm  # pylint: disable=g-import-not-at-top
+    batches = tqdm.tqdm(
+        batches, unit="batch", leave=False, dynamic_ncols=True,
+        total=input_pipeline.num_eval_batches(len(source),
+                                              config.eval.batch_size))
+  for batch in batches:
     mask = batch.pop("mask")
     index = batch.pop("index")
     arrays = parallel.shard_batch(
@@ -111,7 +121,8 @@ def _file_name(example) -> str:
 def validation_nme(state, source, meta, config, eval_fn=None) -> float:
   """Mean baseline NME on a split (``eval.val_normalization``)."""
   result = predict_split(state, source, meta, config, None,
-                         config.eval.splits_max_examples, eval_fn=eval_fn)
+                         config.eval.splits_max_examples, eval_fn=eval_fn,
+                         progress=False)
   values = metrics.nme(result.baseline, result.gt,
                        config.eval.val_normalization, layout=meta["layout"])
   return metrics.mean_nme(values)

@@ -165,3 +165,21 @@ def test_sgfan_same_outputs_and_grads_for_both_impls():
   for a, b in zip(jax.tree_util.tree_leaves(upd_got),
                   jax.tree_util.tree_leaves(upd_ref)):
     assert _rel_err(a, b) < 1e-4
+
+
+@pytest.mark.parametrize("impl", ["xla", "cpu"])
+@pytest.mark.parametrize("b,h,w,cin,cout", [(1, 5, 7, 3, 4), (2, 8, 8, 6, 5)])
+def test_conv_upsampled2x_equals_conv_of_upsampled(impl, b, h, w, cin, cout):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(b, h, w, cin)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, cin, cout)), jnp.float32)
+  up = lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  ref = lambda x, k: conv_lib.conv_xla(up(x), k, 1, (1, 1))
+  conv_fn = (conv_lib.conv_xla if impl == "xla" else conv_lib.conv_cpu)
+  fast = lambda x, k: conv_lib.conv_upsampled2x(x, k, conv_fn)
+  np.testing.assert_allclose(fast(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
+  dy = jnp.asarray(rng.normal(size=(b, 2 * h, 2 * w, cout)), jnp.float32)
+  g_fast = jax.vjp(fast, x, k)[1](dy)
+  g_ref = jax.vjp(ref, x, k)[1](dy)
+  for a, r in zip(g_fast, g_ref):
+    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-4)

@@ -1,7 +1,9 @@
 """Network structure: shapes, parameter count against a closed form."""
 
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from sgfan_jax import model as model_lib
@@ -80,3 +82,41 @@ def test_small_head_init_starts_maps_near_zero():
   # Output scale follows the head's init scale (BN-normalised features).
   assert out[0.01] < 0.03 * out[1.0]
   assert out[1.0] > 0.1
+
+
+def test_fused_upsample_block_is_the_same_function():
+  """Upsample-then-block == block at low res (outputs, stats, gradients)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 128, 128, 3))
+  nets = {f: model_lib.SGFAN(num_landmarks=4, width=16, hourglass_depth=2,
+                             branch_channels=16, fuse_upsample=f,
+                             conv_impl="xla")
+          for f in (True, False)}
+  v = nets[False].init(jax.random.PRNGKey(1), x)
+  v_fused = nets[True].init(jax.random.PRNGKey(1), x)
+  # Identical parameter trees (checkpoints do not depend on the switch).
+  assert (jax.tree_util.tree_structure(v) ==
+          jax.tree_util.tree_structure(v_fused))
+
+  def loss(params, net):
+    (h, s), upd = net.apply({"params": params,
+                             "batch_stats": v["batch_stats"]}, x,
+                            train=True, mutable=["batch_stats"])
+    return jnp.sum(h ** 2) + jnp.sum(jnp.sin(s)), (h, s, upd)
+
+  out = {}
+  for f, net in nets.items():
+    (val, aux), g = jax.value_and_grad(loss, has_aux=True)(v["params"], net)
+    out[f] = (val, aux, g)
+  (v1, (h1, s1, u1), g1), (v0, (h0, s0, u0), g0) = out[True], out[False]
+  assert float(jnp.abs(h0).max()) > 0
+  np.testing.assert_allclose(h1, h0, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(s1, s0, rtol=1e-4, atol=1e-4)
+  chex.assert_trees_all_close(u1, u0, rtol=1e-4, atol=1e-5)
+  # Gradients: relative to each leaf's scale (biases feeding BN are ~0).
+  for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g0)):
+    scale = float(jnp.abs(b).max()) + 1e-3 * float(jnp.abs(v0))
+    np.testing.assert_allclose(a, b, atol=1e-3 * scale, rtol=1e-3)
+  # Eval mode (running statistics) too.
+  e1, _ = nets[True].apply(v, x, train=False)
+  e0, _ = nets[False].apply(v, x, train=False)
+  np.testing.assert_allclose(e1, e0, rtol=1e-4, atol=1e-4)
