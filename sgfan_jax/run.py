@@ -120,7 +120,12 @@ def run(config, workdir: str) -> Optional[Dict[str, Any]]:
           start_step=start_step, num_workers=config.data.num_workers,
           prefetch=config.data.prefetch)
 
-    train.train(config, workdir, batches, train_meta, validate)
+    state = train.train(config, workdir, batches, train_meta, validate)
+    total = train.num_train_steps(config, train_meta["num_examples"])
+    if int(state.step) < total:
+      print(f"Training stopped at step {int(state.step)} of {total} (a "
+            "checkpoint was saved); run the same command to resume.")
+      return None
 
   n_train = train_meta["num_examples"] if train_meta else config.batch_size
   state = restore_for_eval(config, workdir, layout.num_points, n_train)

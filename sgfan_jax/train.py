@@ -371,8 +371,11 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
       images_since += batch["image"].shape[0]
       is_last = step == total_steps
       do_eval = validate is not None and (step % eval_every == 0 or is_last)
+      # Sampled once: a signal landing later in this step is acted on (and
+      # saved) at the next step, never between the save and the stop.
+      stopping = stop.requested
       do_ckpt = (step % config.checkpoint.every_steps == 0 or is_last
-                 or stop.requested or do_eval)
+                 or stopping or do_eval)
       if step % config.log_every_steps == 0 or do_ckpt:
         host = parallel.to_host(pending)
         scalars = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
@@ -397,7 +400,7 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
           writer.write(step, {"val_nme": val_nme})
           _report(bar, f"step {step}: validation NME {val_nme:.5f}")
         ckpt.save(step, state, val_nme=val_nme)
-      if stop.requested:
+      if stopping:
         logging.warning("Stopped at step %d; resume with the same command.",
                         step)
         break
