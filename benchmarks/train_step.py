@@ -16,27 +16,19 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from benchmarks import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH = 10
 CROP = 256
 
 
-def _median_time(fn, warmup, repeats):
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+_median_time = timing.median_time
 
 
 def worker(width, impl, reps):

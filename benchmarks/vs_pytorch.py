@@ -31,6 +31,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from benchmarks import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 NUM_LANDMARKS = 68
@@ -42,15 +43,7 @@ def _peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _median_time(fn, warmup, repeats):
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+_median_time = timing.median_time
 
 
 # ------------------------------------------------------------------- workers
