@@ -99,4 +99,8 @@ def test_two_devices_equal_one_device(tmp_path):
   for k in r1:
     if k.startswith("delta/"):
       leaf = np.linalg.norm(r1[k])
-      assert np.linalg.norm(r2[k] - r1[k]) <= 5e-3 * leaf + 1e-6 * np.linalg.norm(d1), k
+      # The update is measured as (after - before) in float32, which is
+      # quantised at the ulp of the parameter (~1.2e-7 for BN scales ~ 1).
+      quantisation = 2 * 1.2e-7 * np.sqrt(r1[k].size)
+      assert np.linalg.norm(r2[k] - r1[k]) <= (
+          5e-3 * leaf + 1e-6 * np.linalg.norm(d1) + quantisation), k
