@@ -79,18 +79,7 @@ def worker(width, impl, reps):
   return out
 
 
-def _machine():
-  cpu = "?"
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {"cpu": cpu, "nproc": os.cpu_count(),
-          "load": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+_machine = timing.machine
 
 
 def main():

@@ -22,7 +22,6 @@ r"""SGFAN in JAX vs the same network in PyTorch, on this machine's CPU.
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -224,18 +223,7 @@ def check_equivalence(width, widths):
 
 # ---------------------------------------------------------------------- main
 
-def _machine():
-  cpu = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {"cpu": cpu, "nproc": os.cpu_count(),
-          "load": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+_machine = timing.machine
 
 
 def _run_worker(framework, width, conv_impl, reps):
