@@ -11,8 +11,13 @@ implementation.
   to ``[C, H, W, B]``; for 1x1 kernels on large maps (e.g. the 128 -> 68 heads
   at 128x128) XLA:CPU runs that ~10x slower than the equivalent matrix
   product. Here a 1x1 stride-1 convolution is a matrix product
-  ``[B*H*W, in] @ [in, out]`` (its gradients are matrix products too); other
-  kernels (3x3, the 7x7 stem) use the stock convolution.
+  ``[B*H*W, in] @ [in, out]`` (its gradients are matrix products too), and
+  the 2x2 phase convolution of ``conv_upsampled2x`` (the 3x3 conv after the
+  2x upsampling) is one im2col matrix product (``conv_im2col_matmul``:
+  its stock weight gradient took 190 ms of a 1.4 s width-128 train step);
+  other kernels (3x3, the 7x7 stem) use the stock convolution, which
+  measured fastest for them (an im2col product, a sum of nine shifted
+  products and a three-row variant were all no faster in the network).
 * ``impl='cpu_im2col'``: as 'cpu', plus a ``jax.custom_vjp`` for kernels
   other than 1x1 whose weight gradient is an im2col matrix product
   ``patches[B*Ho*Wo, kh*kw*in]^T @ dy[B*Ho*Wo, out]``, accumulated over chunks
@@ -163,6 +168,23 @@ def conv_matmul_1x1(x, kernel):
   return lax.dot_general(x, kernel[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
 
 
+def conv_im2col_matmul(x, kernel, stride: int, pad: Tuple[int, int]):
+  """Convolution as one matrix product of im2col patches with the kernel.
+
+  x [B, H, W, I], kernel [kh, kw, I, O] -> [B, Ho, Wo, O]: the patches
+  ``[B, Ho, Wo, kh*kw*I]`` (``im2col``) times ``kernel.reshape(-1, O)``.
+  Autodiff gives matrix products for both gradients (the input gradient
+  ends in a sum of shifted slices). Used for the 2x2 phase convolution of
+  ``conv_upsampled2x`` on CPU, whose stock weight gradient (a convolution
+  whose window is the whole 65x65 map) XLA:CPU runs ~15x slower than this
+  product; the patch matrix is kh*kw = 4 times the input.
+  """
+  kh, kw, _, cout = kernel.shape
+  cols = im2col(x, kh, kw, stride, pad)
+  return lax.dot_general(cols, kernel.reshape(-1, cout),
+                         (((cols.ndim - 1,), (0,)), ((), ())))
+
+
 def conv_upsampled2x(x, kernel, conv_fn):
   """3x3 'SAME' convolution of the 2x nearest-upsampled input, at low res.
 
@@ -250,9 +272,8 @@ class Conv(nn.Module):
     if self.upsample2x_input:
       if self.strides != 1 or pad != (1, 1):
         raise ValueError("upsample2x_input needs stride 1 and padding 1")
-      conv_fn = conv_xla if impl == "xla" else functools.partial(
-          conv_cpu, im2col_weight_grad=impl == "cpu_im2col")
-      y = conv_upsampled2x(x, kernel, conv_fn)
+      y = conv_upsampled2x(
+          x, kernel, conv_xla if impl == "xla" else conv_im2col_matmul)
     elif impl == "xla":
       y = conv_xla(x, kernel, self.strides, pad)
     else:

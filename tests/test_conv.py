@@ -66,6 +66,13 @@ def test_cpu_conv_matches_stock_outputs_and_grads(b, h, w, cin, cout, k,
     for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
       assert g.shape == r.shape, name
       assert _rel_err(g, r) < 1e-5, (name, im2col, _rel_err(g, r))
+  # The convolution as one patches @ kernel product (autodiff gradients).
+  got = _value_and_grads(
+      functools.partial(conv_lib.conv_im2col_matmul, stride=stride,
+                        pad=(pad, pad)), x, kernel, cot)
+  for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
+    assert g.shape == r.shape, name
+    assert _rel_err(g, r) < 1e-5, (name, "im2col_matmul", _rel_err(g, r))
 
 
 def test_im2col_layout_matches_kernel_reshape():
@@ -167,7 +174,7 @@ def test_sgfan_same_outputs_and_grads_for_both_impls():
     assert _rel_err(a, b) < 1e-4
 
 
-@pytest.mark.parametrize("impl", ["xla", "cpu"])
+@pytest.mark.parametrize("impl", ["xla", "cpu", "im2col_matmul"])
 @pytest.mark.parametrize("b,h,w,cin,cout", [(1, 5, 7, 3, 4), (2, 8, 8, 6, 5)])
 def test_conv_upsampled2x_equals_conv_of_upsampled(impl, b, h, w, cin, cout):
   rng = np.random.default_rng(0)
@@ -175,7 +182,8 @@ def test_conv_upsampled2x_equals_conv_of_upsampled(impl, b, h, w, cin, cout):
   k = jnp.asarray(rng.normal(size=(3, 3, cin, cout)), jnp.float32)
   up = lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
   ref = lambda x, k: conv_lib.conv_xla(up(x), k, 1, (1, 1))
-  conv_fn = (conv_lib.conv_xla if impl == "xla" else conv_lib.conv_cpu)
+  conv_fn = {"xla": conv_lib.conv_xla, "cpu": conv_lib.conv_cpu,
+             "im2col_matmul": conv_lib.conv_im2col_matmul}[impl]
   fast = lambda x, k: conv_lib.conv_upsampled2x(x, k, conv_fn)
   np.testing.assert_allclose(fast(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
   dy = jnp.asarray(rng.normal(size=(b, 2 * h, 2 * w, cout)), jnp.float32)
