@@ -10,6 +10,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from sgfan_jax import host_allocator
 from sgfan_jax import logs
 from sgfan_jax import run
 
@@ -33,4 +34,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Re-runs this command once with glibc malloc tunables that stop XLA:CPU
+  # page-faulting its buffers on every step (host_allocator.py; no effect on
+  # results; SGFAN_TUNE_MALLOC=0 disables).
+  host_allocator.reexec_with_tuned_allocator()
   app.run(main)

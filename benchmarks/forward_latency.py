@@ -8,13 +8,18 @@ benchmarks/train_step.py and benchmarks/vs_pytorch.py.
 """
 
 import argparse
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgfan_jax import model as model_lib
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top,wrong-import-position
+from sgfan_jax import model as model_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def time_forward(width, impl, batch, repeats):
@@ -49,4 +54,7 @@ def main():
 
 
 if __name__ == "__main__":
+  # The allocator setting of sgfan-jax's commands (GLIBC_TUNABLES already
+  # set, e.g. to "", keeps the caller's).
+  host_allocator.reexec_with_tuned_allocator()
   main()

@@ -23,6 +23,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from benchmarks import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import vs_pytorch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH = 10
 CROP = 256
@@ -88,6 +89,10 @@ def main():
   parser.add_argument("--impls", default="xla,cpu")
   parser.add_argument("--reps", default=json.dumps(
       {"warmup": 1, "train": 3, "fwd1": 7}))
+  parser.add_argument("--allocator", default="tuned",
+                      choices=vs_pytorch.ALLOCATORS,
+                      help="glibc malloc setting of the workers ('tuned' = "
+                      "what main.py runs with; see host_allocator.py)")
   parser.add_argument("--out", default="")
   parser.add_argument("--worker", default="")
   args = parser.parse_args()
@@ -110,7 +115,8 @@ def main():
     for impl in order:
       cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl,
              "--widths", str(width), "--reps", json.dumps(reps)]
-      res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+      res = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                           env=vs_pytorch.worker_env(args.allocator))
       results[(width, impl)] = json.loads(res.stdout.strip().splitlines()[-1])
       print(f"width {width} {impl}: {results[(width, impl)]}", flush=True)
 
@@ -135,7 +141,8 @@ def main():
               + " ".join(sys.argv[1:]) + "\n```\n\n")
       f.write(f"Machine: {machine['cpu']}, nproc={machine['nproc']}, "
               f"load average at start {machine['load']}, at end {end_load}; "
-              f"jax {jax.__version__}, backend {jax.default_backend()}.\n\n")
+              f"jax {jax.__version__}, backend {jax.default_backend()}; "
+              f"allocator {args.allocator} (host_allocator.py).\n\n")
       f.write(table + "\n\n")
       f.write("Train step: the real jitted step (make_train_step: "
               "augmentation, targets, forward/backward, Eq. 3, RMSProp) on a "

@@ -2,7 +2,8 @@ r"""SGFAN in JAX vs the same network in PyTorch, on this machine's CPU.
 
   .venv/bin/pip install -r benchmarks/requirements-bench.txt
   .venv/bin/python benchmarks/vs_pytorch.py [--widths 64,128,256] \
-      [--rounds 1] [--conv_impl cpu] [--out benchmarks/results/vs_pytorch.md]
+      [--rounds 1] [--conv_impl cpu] [--allocator both|tuned|default] \
+      [--out benchmarks/results/vs_pytorch.md]
 
 1. Equivalence (width ``--check_width``): parameter counts of both models
    equal ``model.count_params`` at every width; the flax weights are copied
@@ -17,6 +18,13 @@ r"""SGFAN in JAX vs the same network in PyTorch, on this machine's CPU.
    (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), i.e. model + optimiser +
    train-step activations. The real jitted train step (with on-device
    augmentation and target rendering) is timed by benchmarks/train_step.py.
+3. Allocator: every worker of a table runs with the same glibc malloc
+   setting, for both frameworks: 'tuned' (``host_allocator.TUNABLES``, which
+   sgfan-jax's commands set for themselves) and 'default' (glibc's). Both
+   frameworks allocate their big buffers through malloc; with glibc's
+   defaults each call faults them in afresh (see host_allocator.py), which
+   costs PyTorch's train step more than JAX's, so the 'default' table alone
+   would flatter JAX.
 """
 
 import argparse
@@ -226,11 +234,30 @@ def check_equivalence(width, widths):
 _machine = timing.machine
 
 
-def _run_worker(framework, width, conv_impl, reps):
+ALLOCATORS = ("tuned", "default")
+
+
+def worker_env(allocator):
+  """The worker's environment: glibc malloc tunables or glibc defaults.
+
+  'tuned' = ``host_allocator.TUNABLES``, what sgfan-jax's commands run with;
+  'default' = no GLIBC_TUNABLES. Both frameworks get the same one.
+  """
+  from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  if allocator == "tuned":
+    env["GLIBC_TUNABLES"] = host_allocator.TUNABLES
+  elif allocator != "default":
+    raise ValueError(f"allocator must be one of {ALLOCATORS}")
+  return env
+
+
+def _run_worker(framework, width, conv_impl, reps, allocator):
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework,
          "--widths", str(width), "--conv_impl", conv_impl,
          "--reps", json.dumps(reps)]
-  res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+  res = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                       env=worker_env(allocator))
   return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -241,8 +268,13 @@ def main():
   parser.add_argument("--conv_impl", default="cpu")
   parser.add_argument("--check_width", type=int, default=64)
   parser.add_argument("--skip_check", action="store_true")
+  parser.add_argument("--allocator", default="both",
+                      choices=("both",) + ALLOCATORS,
+                      help="glibc malloc setting of the workers (the same "
+                      "for both frameworks): 'tuned' (what sgfan-jax's "
+                      "commands use), 'default', or a table for each")
   parser.add_argument("--reps", default=json.dumps(
-      {"warmup": 1, "train": 3, "fwd1": 7, "fwd10": 3}))
+      {"warmup": 1, "train": 4, "fwd1": 15, "fwd10": 3}))
   parser.add_argument("--out", default="")
   parser.add_argument("--worker", default="")
   args = parser.parse_args()
@@ -265,18 +297,30 @@ def main():
     check = check_equivalence(args.check_width, widths)
     print(f"equivalence: {check}", flush=True)
 
+  allocators = ALLOCATORS if args.allocator == "both" else (args.allocator,)
   runs = {}
   for r in range(args.rounds):
-    for width in widths:
-      order = ("jax", "torch") if (r + widths.index(width)) % 2 == 0 else (
-          "torch", "jax")
-      for fw in order:
-        res = _run_worker(fw, width, args.conv_impl, reps)
-        runs.setdefault((fw, width), []).append(res)
-        print(f"round {r} width {width} {fw}: {res}", flush=True)
+    for alloc in allocators:
+      for width in widths:
+        order = (("jax", "torch") if (r + widths.index(width)) % 2 == 0
+                 else ("torch", "jax"))
+        for fw in order:
+          res = _run_worker(fw, width, args.conv_impl, reps, alloc)
+          runs.setdefault((alloc, fw, width), []).append(res)
+          print(f"round {r} allocator {alloc} width {width} {fw}: {res}",
+                flush=True)
+  tables = {alloc: _table(runs, alloc, widths) for alloc in allocators}
+  for alloc, table in tables.items():
+    print(f"\nallocator: {alloc}\n{table}")
+  end_load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+  if args.out:
+    _write_report(args, machine, end_load, runs, tables, check, reps, widths)
 
+
+def _table(runs, alloc, widths):
+  """The markdown table of one allocator setting (medians over rounds)."""
   def med(fw, width, key):
-    return statistics.median(x[key] for x in runs[(fw, width)])
+    return statistics.median(x[key] for x in runs[(alloc, fw, width)])
 
   header = ("| width | params | train b10 img/s JAX | PyTorch | JAX/PT | "
             "fwd b1 ms JAX | PyTorch | PT/JAX | fwd b10 ms JAX | PyTorch | "
@@ -286,41 +330,53 @@ def main():
     jt, pt = med("jax", width, "train_s"), med("torch", width, "train_s")
     j1, p1 = med("jax", width, "fwd1_s"), med("torch", width, "fwd1_s")
     j10, p10 = med("jax", width, "fwd10_s"), med("torch", width, "fwd10_s")
-    jr = max(x["peak_rss_mb"] for x in runs[("jax", width)])
-    pr = max(x["peak_rss_mb"] for x in runs[("torch", width)])
+    jr = max(x["peak_rss_mb"] for x in runs[(alloc, "jax", width)])
+    pr = max(x["peak_rss_mb"] for x in runs[(alloc, "torch", width)])
     lines.append(
-        f"| {width} | {runs[('jax', width)][0]['params']:,} | "
+        f"| {width} | {runs[(alloc, 'jax', width)][0]['params']:,} | "
         f"{BATCH / jt:.3f} | {BATCH / pt:.3f} | {pt / jt:.2f} | "
         f"{j1 * 1e3:.1f} | {p1 * 1e3:.1f} | {p1 / j1:.2f} | "
         f"{j10 * 1e3:.0f} | {p10 * 1e3:.0f} | {p10 / j10:.2f} | "
         f"{jr:.0f} | {pr:.0f} |")
-  table = "\n".join(lines)
-  print(table)
-  end_load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-  if args.out:
-    import torch  # pylint: disable=g-import-not-at-top
-    import jax  # pylint: disable=g-import-not-at-top
-    with open(args.out, "w") as f:
-      f.write("# SGFAN: JAX vs PyTorch on CPU\n\n")
-      f.write("Command:\n\n```\n.venv/bin/python benchmarks/vs_pytorch.py "
-              + " ".join(sys.argv[1:]) + "\n```\n\n")
-      f.write(f"Machine: {machine['cpu']}, nproc={machine['nproc']}, "
-              f"load average at start {machine['load']}, at end {end_load}. "
-              f"jax {jax.__version__} (conv_impl={args.conv_impl}), "
-              f"torch {torch.__version__} "
-              f"({runs[('torch', widths[0])][0]['threads']} threads).\n\n")
-      f.write(table + "\n\n")
-      f.write("Ratios > 1 mean JAX is faster. Train step: batch 10, "
-              "forward + Eq. 3 loss / B + backward + RMSProp (PyTorch's rule) "
-              "+ BN statistics, fixed random targets, median of "
-              f"{reps['train']} steps after {reps['warmup']} warm-up; forward: "
-              f"eval mode, median of {reps['fwd1']} (b1) / {reps['fwd10']} "
-              "(b10) calls. Each (framework, width) ran in a fresh subprocess, "
-              f"alternating JAX/PyTorch, {args.rounds} round(s) (median over "
-              "rounds); peak RSS = ru_maxrss of that subprocess (max over "
-              "rounds).\n\n")
-      if check:
-        f.write(f"Equivalence check: {json.dumps(check)}\n")
+  return "\n".join(lines)
+
+
+_ALLOCATOR_NOTES = {
+    "tuned": "GLIBC_TUNABLES=" + "{tunables}" + " for both frameworks (what "
+             "sgfan-jax's commands set; sgfan_jax/host_allocator.py)",
+    "default": "glibc's default malloc settings for both frameworks",
+}
+
+
+def _write_report(args, machine, end_load, runs, tables, check, reps, widths):
+  """benchmarks/results/vs_pytorch.md: command, machine, tables, method."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
+  threads = next(v[0]["threads"] for k, v in runs.items() if k[1] == "torch")
+  with open(args.out, "w") as f:
+    f.write("# SGFAN: JAX vs PyTorch on CPU\n\n")
+    f.write("Command:\n\n```\n.venv/bin/python benchmarks/vs_pytorch.py "
+            + " ".join(sys.argv[1:]) + "\n```\n\n")
+    f.write(f"Machine: {machine['cpu']}, nproc={machine['nproc']}, "
+            f"load average at start {machine['load']}, at end {end_load}. "
+            f"jax {jax.__version__} (conv_impl={args.conv_impl}), "
+            f"torch {torch.__version__} ({threads} threads); widths "
+            f"{widths}.\n\n")
+    for alloc, table in tables.items():
+      note = _ALLOCATOR_NOTES[alloc].format(tunables=host_allocator.TUNABLES)
+      f.write(f"## Allocator: {alloc} ({note})\n\n{table}\n\n")
+    f.write("Ratios > 1 mean JAX is faster. Train step: batch 10, "
+            "forward + Eq. 3 loss / B + backward + RMSProp (PyTorch's rule) "
+            "+ BN statistics, fixed random targets, median of "
+            f"{reps['train']} steps after {reps['warmup']} warm-up; forward: "
+            f"eval mode, median of {reps['fwd1']} (b1) / {reps['fwd10']} "
+            "(b10) calls. Each (framework, width, allocator) ran in a fresh "
+            "subprocess, alternating JAX/PyTorch, "
+            f"{args.rounds} round(s) (median over rounds); peak RSS = "
+            "ru_maxrss of that subprocess (max over rounds).\n\n")
+    if check:
+      f.write(f"Equivalence check: {json.dumps(check)}\n")
 
 
 if __name__ == "__main__":

@@ -67,4 +67,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
+  host_allocator.reexec_with_tuned_allocator()
   sys.exit(main())

@@ -159,5 +159,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
+  host_allocator.reexec_with_tuned_allocator()
   _define_flags()
   app.run(main)
