@@ -45,7 +45,7 @@ def main():
   p.add_argument("--batch", type=int, default=1)
   p.add_argument("--repeats", type=int, default=15)
   a = p.parse_args()
-  print(f"| width | " + " | ".join(f"{i} ms" for i in a.impls) + " |")
+  print("| width | " + " | ".join(f"{i} ms" for i in a.impls) + " |")
   print("|---|" + "---|" * len(a.impls))
   for w in a.widths:
     row = [time_forward(w, i, a.batch, a.repeats) for i in a.impls]

@@ -1,4 +1,5 @@
-"""Timing and machine-description helpers shared by the benchmark scripts."""
+"""Timing, machine-description and environment helpers shared by the
+benchmark scripts."""
 
 import os
 import platform
@@ -31,3 +32,34 @@ def machine() -> dict:
     pass
   return {"cpu": cpu, "nproc": os.cpu_count(),
           "load": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+
+
+# Worker malloc settings: 'tuned' = ``host_allocator.TUNABLES`` (what
+# sgfan-jax's commands run with), 'default' = glibc's own.
+ALLOCATORS = ("tuned", "default")
+
+
+def worker_env(allocator: str) -> dict:
+  """This process's environment with the worker's glibc malloc setting."""
+  from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  if allocator == "tuned":
+    env["GLIBC_TUNABLES"] = host_allocator.TUNABLES
+  elif allocator != "default":
+    raise ValueError(f"allocator must be one of {ALLOCATORS}")
+  return env
+
+
+def report_header(title: str, script: str, argv, machine_at_start: dict,
+                  versions: str) -> str:
+  """Markdown head of a result file: title, exact command, machine line.
+
+  ``versions`` ends the machine line (library versions, settings); the load
+  average at the end is read now.
+  """
+  end_load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+  m = machine_at_start
+  return (f"# {title}\n\nCommand:\n\n```\n.venv/bin/python {script} "
+          + " ".join(argv) + "\n```\n\n"
+          f"Machine: {m['cpu']}, nproc={m['nproc']}, load average at start "
+          f"{m['load']}, at end {end_load}; {versions}.\n\n")

@@ -23,7 +23,6 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from benchmarks import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import vs_pytorch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH = 10
 CROP = 256
@@ -90,7 +89,7 @@ def main():
   parser.add_argument("--reps", default=json.dumps(
       {"warmup": 1, "train": 3, "fwd1": 7}))
   parser.add_argument("--allocator", default="tuned",
-                      choices=vs_pytorch.ALLOCATORS,
+                      choices=timing.ALLOCATORS,
                       help="glibc malloc setting of the workers ('tuned' = "
                       "what main.py runs with; see host_allocator.py)")
   parser.add_argument("--out", default="")
@@ -116,7 +115,7 @@ def main():
       cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl,
              "--widths", str(width), "--reps", json.dumps(reps)]
       res = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                           env=vs_pytorch.worker_env(args.allocator))
+                           env=timing.worker_env(args.allocator))
       results[(width, impl)] = json.loads(res.stdout.strip().splitlines()[-1])
       print(f"width {width} {impl}: {results[(width, impl)]}", flush=True)
 
@@ -134,15 +133,12 @@ def main():
   print(table)
   if args.out:
     import jax  # pylint: disable=g-import-not-at-top
-    end_load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     with open(args.out, "w") as f:
-      f.write("# SGFAN train step and forward latency per conv_impl\n\n")
-      f.write("Command:\n\n```\n.venv/bin/python benchmarks/train_step.py "
-              + " ".join(sys.argv[1:]) + "\n```\n\n")
-      f.write(f"Machine: {machine['cpu']}, nproc={machine['nproc']}, "
-              f"load average at start {machine['load']}, at end {end_load}; "
-              f"jax {jax.__version__}, backend {jax.default_backend()}; "
-              f"allocator {args.allocator} (host_allocator.py).\n\n")
+      f.write(timing.report_header(
+          "SGFAN train step and forward latency per conv_impl",
+          "benchmarks/train_step.py", sys.argv[1:], machine,
+          f"jax {jax.__version__}, backend {jax.default_backend()}; "
+          f"allocator {args.allocator} (host_allocator.py)"))
       f.write(table + "\n\n")
       f.write("Train step: the real jitted step (make_train_step: "
               "augmentation, targets, forward/backward, Eq. 3, RMSProp) on a "

@@ -34,7 +34,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -234,22 +233,7 @@ def check_equivalence(width, widths):
 _machine = timing.machine
 
 
-ALLOCATORS = ("tuned", "default")
-
-
-def worker_env(allocator):
-  """The worker's environment: glibc malloc tunables or glibc defaults.
-
-  'tuned' = ``host_allocator.TUNABLES``, what sgfan-jax's commands run with;
-  'default' = no GLIBC_TUNABLES. Both frameworks get the same one.
-  """
-  from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
-  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-  if allocator == "tuned":
-    env["GLIBC_TUNABLES"] = host_allocator.TUNABLES
-  elif allocator != "default":
-    raise ValueError(f"allocator must be one of {ALLOCATORS}")
-  return env
+ALLOCATORS = timing.ALLOCATORS
 
 
 def _run_worker(framework, width, conv_impl, reps, allocator):
@@ -257,7 +241,7 @@ def _run_worker(framework, width, conv_impl, reps, allocator):
          "--widths", str(width), "--conv_impl", conv_impl,
          "--reps", json.dumps(reps)]
   res = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                       env=worker_env(allocator))
+                       env=timing.worker_env(allocator))
   return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -312,9 +296,8 @@ def main():
   tables = {alloc: _table(runs, alloc, widths) for alloc in allocators}
   for alloc, table in tables.items():
     print(f"\nallocator: {alloc}\n{table}")
-  end_load = " ".join(f"{v:.2f}" for v in os.getloadavg())
   if args.out:
-    _write_report(args, machine, end_load, runs, tables, check, reps, widths)
+    _write_report(args, machine, runs, tables, check, reps, widths)
 
 
 def _table(runs, alloc, widths):
@@ -342,27 +325,24 @@ def _table(runs, alloc, widths):
 
 
 _ALLOCATOR_NOTES = {
-    "tuned": "GLIBC_TUNABLES=" + "{tunables}" + " for both frameworks (what "
+    "tuned": "GLIBC_TUNABLES={tunables} for both frameworks (what "
              "sgfan-jax's commands set; sgfan_jax/host_allocator.py)",
     "default": "glibc's default malloc settings for both frameworks",
 }
 
 
-def _write_report(args, machine, end_load, runs, tables, check, reps, widths):
+def _write_report(args, machine, runs, tables, check, reps, widths):
   """benchmarks/results/vs_pytorch.md: command, machine, tables, method."""
   import torch  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
   threads = next(v[0]["threads"] for k, v in runs.items() if k[1] == "torch")
   with open(args.out, "w") as f:
-    f.write("# SGFAN: JAX vs PyTorch on CPU\n\n")
-    f.write("Command:\n\n```\n.venv/bin/python benchmarks/vs_pytorch.py "
-            + " ".join(sys.argv[1:]) + "\n```\n\n")
-    f.write(f"Machine: {machine['cpu']}, nproc={machine['nproc']}, "
-            f"load average at start {machine['load']}, at end {end_load}. "
-            f"jax {jax.__version__} (conv_impl={args.conv_impl}), "
-            f"torch {torch.__version__} ({threads} threads); widths "
-            f"{widths}.\n\n")
+    f.write(timing.report_header(
+        "SGFAN: JAX vs PyTorch on CPU", "benchmarks/vs_pytorch.py",
+        sys.argv[1:], machine,
+        f"jax {jax.__version__} (conv_impl={args.conv_impl}), torch "
+        f"{torch.__version__} ({threads} threads); widths {widths}"))
     for alloc, table in tables.items():
       note = _ALLOCATOR_NOTES[alloc].format(tunables=host_allocator.TUNABLES)
       f.write(f"## Allocator: {alloc} ({note})\n\n{table}\n\n")
