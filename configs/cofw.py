@@ -15,6 +15,6 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.data.eval_splits = ("cofw:test68",)
-  config.data.val_split = "face300w:test_common"
+  config.data.val_split = "face300w:val"
   config.eval.val_normalization = "inter_pupil"
   return config

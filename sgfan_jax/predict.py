@@ -46,7 +46,7 @@ def face_box_for(path: str, image_size, box: Optional[str], face_context):
   """[4] face box: --box, else a .pts beside the image, else the image."""
   # pylint: disable=g-import-not-at-top
   from sgfan_jax import pts_io
-  from tfds_builders import crop
+  from sgfan_jax import crop
   if box:
     try:
       values = [float(v) for v in box.split(",")]
@@ -69,7 +69,7 @@ def face_box_for(path: str, image_size, box: Optional[str], face_context):
 def prepare(path: str, box: Optional[str], face_context: float,
             crop_size: int, crop_context: float):
   """One image -> (batch of 1 for eval_step, the PIL image)."""
-  from tfds_builders import crop  # pylint: disable=g-import-not-at-top
+  from sgfan_jax import crop  # pylint: disable=g-import-not-at-top
   im = crop.load_image_rgb(path)
   face_box = face_box_for(path, im.size, box, face_context)
   side, ex, ey = crop.crop_transform(face_box, crop_context)
@@ -106,7 +106,7 @@ def predict_files(config, workdir: str, paths: Sequence[str], out: str,
   from sgfan_jax import pts_io
   from sgfan_jax import run
   from sgfan_jax import train
-  from tfds_builders import crop
+  from sgfan_jax import crop
   layout = layouts.get_layout(config.data.layout)
   state = run.restore_for_eval(config, workdir, layout.num_points,
                                config.batch_size)

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from tests import fixtures_cofw as fx
 from tfds_builders import build as build_lib
-from tfds_builders import crop
+from sgfan_jax import crop
 from tfds_builders.cofw import matfile
 
 

@@ -1,5 +1,6 @@
 """Tests for the face300w TFDS builder (array_record, read without TF)."""
 
+import hashlib
 import logging
 import os
 import pathlib
@@ -14,7 +15,8 @@ from scipy import ndimage
 
 from sgfan_jax import pts_io
 from tfds_builders import build as build_lib
-from tfds_builders import crop
+from tfds_builders.face300w import face300w_dataset_builder as builder_lib
+from sgfan_jax import crop
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "sample_data" / "300w"
 
@@ -103,9 +105,11 @@ def _all(source):
 def test_split_counts_and_metadata(built):
   builder, _ = built
   counts = {k: v.num_examples for k, v in builder.info.splits.items()}
-  assert counts == {"train": 6, "test_common": 3, "test_challenging": 2,
-                    "test_full": 5, "test_private": 1}
   md = builder.info.metadata
+  # 6 training faces: 1 held out for validation (max(1, round(5% of 6))).
+  assert counts == {"train": 5, "val": 1, "test_common": 3,
+                    "test_challenging": 2, "test_full": 5, "test_private": 1}
+  assert md["val_fraction"] == pytest.approx(0.05) and md["val_seed"] == 0
   assert md["crop_context"] == pytest.approx(2.2)
   assert md["crop_size"] == 256
   assert md["layout"] == "ibug68"
@@ -117,8 +121,8 @@ def test_examples_match_source_files(built, manual_dir):
   builder, data_dir = built
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   seen = {}
-  for split in ("train", "test_common", "test_challenging", "test_full",
-                "test_private"):
+  for split in ("train", "val", "test_common", "test_challenging",
+                "test_full", "test_private"):
     source = tfds.data_source("face300w", split=split, data_dir=str(data_dir))
     for ex in _all(source):
       name = ex["file_name"].decode()
@@ -151,6 +155,9 @@ def test_examples_match_source_files(built, manual_dir):
           centre, [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], atol=1e-3)
       seen.setdefault(split, set()).add(name)
   assert seen["test_full"] == seen["test_common"] | seen["test_challenging"]
+  assert not seen["train"] & seen["val"]
+  assert seen["val"] == set(builder_lib.val_names(
+      sorted(seen["train"] | seen["val"])))
   assert {n.split("/")[0] for n in seen["train"]} == {"afw", "helen"}
   assert any(n.endswith(".png") for n in seen["train"])
   assert seen["test_private"] == {"01_Indoor/indoor_001.png"}
@@ -159,9 +166,9 @@ def test_examples_match_source_files(built, manual_dir):
 def test_crop_pixels_match_source(built, manual_dir):
   """Stored crop vs an independent bilinear resampling of the source image."""
   builder, _ = built
-  source = builder.as_data_source(split="train")
   checked = 0
-  for ex in _all(source):
+  for ex in (_all(builder.as_data_source(split="train")) +
+             _all(builder.as_data_source(split="val"))):
     name = ex["file_name"].decode()
     img = np.asarray(Image.open(manual_dir / name).convert("RGB"), np.float64)
     m = ex["crop_to_image"].astype(np.float64)
@@ -253,6 +260,23 @@ def test_pts_without_image_names_file(tmp_path):
     build_lib.build("face300w", str(manual), str(tmp_path / "data"))
 
 
+def test_val_names_reference():
+  """Held-out names vs a naive recomputation of the documented rule."""
+  names = [f"afw/{i:04d}.jpg" for i in range(57)] + [
+      f"lfpw/trainset/image_{i:04d}.png" for i in range(43)]
+  got = builder_lib.val_names(names)
+  assert len(got) == 5                       # round(0.05 * 100)
+  digests = {n: hashlib.sha256(("0:" + n).encode()).hexdigest() for n in names}
+  cut = sorted(digests.values())[4]
+  assert got == {n for n, d in digests.items() if d <= cut}
+  # Order of the input does not matter; another seed gives another set.
+  assert builder_lib.val_names(names[::-1]) == got
+  assert builder_lib.val_names(names, seed=1) != got
+  assert len(builder_lib.val_names(names, fraction=0.1)) == 10
+  assert builder_lib.val_names(names[:1]) == frozenset()
+  assert len(builder_lib.val_names(names[:3])) == 1
+
+
 def test_cli(tmp_path, capsys):
   manual, _ = _one_face_tree(tmp_path)
   rc = build_lib.main(["face300w", "--manual_dir", str(manual),
@@ -268,7 +292,7 @@ def test_cli(tmp_path, capsys):
 def test_bundled_sample_builds(tmp_path):
   builder = build_lib.build("face300w", str(SAMPLE), str(tmp_path))
   counts = {k: v.num_examples for k, v in builder.info.splits.items()}
-  assert counts == {"train": 28, "test_common": 12, "test_full": 12}
+  assert counts == {"train": 27, "val": 1, "test_common": 12, "test_full": 12}
   n_files = len(list(SAMPLE.rglob("*.pts")))
   assert n_files == 40
   size = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
@@ -276,13 +300,19 @@ def test_bundled_sample_builds(tmp_path):
 
 
 def test_full_shared_data(shared_data, tmp_path):
-  """Whole shared 300-W copy: 1,207 train and 330 common-test faces."""
+  """Whole shared 300-W copy: 2,012 training faces (1,911 train + 101 val)
+  and the 554 common-test faces."""
   start = time.time()
   builder = build_lib.build("face300w", str(shared_data / "300w"),
                             str(tmp_path))
   elapsed = time.time() - start
   counts = {k: v.num_examples for k, v in builder.info.splits.items()}
-  assert counts == {"train": 1207, "test_common": 330, "test_full": 330}
+  assert counts == {"train": 1911, "val": 101, "test_common": 554,
+                    "test_full": 554}
+  val = builder.as_data_source(split="val")
+  val_subsets = {val[i]["subset"].decode() for i in range(len(val))}
+  # Every training subset contributes; no test face is held out.
+  assert val_subsets == {"afw", "helen/trainset", "lfpw/trainset"}
   source = builder.as_data_source(split="test_common")
   # Every common-test face against its own .pts (independent parse).
   for i in range(0, len(source), 7):

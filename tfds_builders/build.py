@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import tensorflow_datasets as tfds
 
-from tfds_builders import crop
+from sgfan_jax import crop
 
 BUILDERS = {
     "face300w": "tfds_builders.face300w.face300w_dataset_builder",

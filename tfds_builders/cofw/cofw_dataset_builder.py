@@ -16,7 +16,8 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfds_builders import crop
+from sgfan_jax import crop
+from tfds_builders import features
 from tfds_builders.cofw import matfile
 
 TEST_FILES = ("COFW_test_color.mat", "COFW_test.mat")
@@ -151,7 +152,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=crop.example_features(None, crop.CROP_SIZE),
+        features=features.example_features(None, crop.CROP_SIZE),
         supervised_keys=None,
         # Keep the source order (sorted files / .mat index) so that split
         # index i is the i-th face of the release; training shuffles in the
@@ -233,7 +234,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         raise crop.DataError(str(e)) from None
       for i, image in enumerate(self._images(mat, image_var)):
         name = f"{rel}:{image_var}{{{i + 1}}}"
-        yield name, crop.make_example(
+        yield name, features.make_example(
             crop.array_to_pil(image, f"{path}: {image_var}{{{i + 1}}}"),
             points[i], visible[i], xywh_to_box(boxes[i], name),
             file_name=name, subset=subset)
@@ -255,7 +256,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         pts_path = os.path.join(ann_dir, POINTS_DIR, f"{i + 1}_points.mat")
         points, visible = read_cofw68_points(pts_path)
         name = f"{rel}:IsT{{{i + 1}}}"
-        yield name, crop.make_example(
+        yield name, features.make_example(
             crop.array_to_pil(image, f"{path}: IsT{{{i + 1}}}"),
             points, visible, xywh_to_box(boxes[i], bbox_path),
             file_name=name, subset="cofw68")

@@ -9,6 +9,7 @@ docs/DESIGN.md; ``.pts`` coordinates (1-based) are stored 0-based.
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 from typing import Dict, Iterator, List, Sequence, Tuple
 
@@ -17,20 +18,32 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from sgfan_jax import pts_io
-from tfds_builders import crop
+from sgfan_jax import crop
+from tfds_builders import features
 
 # Subset folder (relative to the manual dir) -> subset name.
 SUBSETS = ("afw", "helen/trainset", "helen/testset", "lfpw/trainset",
            "lfpw/testset", "ibug", "01_Indoor", "02_Outdoor")
 
-# Split -> subsets it is made of (standard 300-W protocol).
+# Split -> subsets it is made of (standard 300-W protocol). The 300-W
+# training faces are divided into ``train`` and ``val`` (see VAL_FRACTION).
+TRAIN_SUBSETS = ("afw", "helen/trainset", "lfpw/trainset")
 SPLITS: Dict[str, Tuple[str, ...]] = {
-    "train": ("afw", "helen/trainset", "lfpw/trainset"),
+    "train": TRAIN_SUBSETS,
+    "val": TRAIN_SUBSETS,
     "test_common": ("helen/testset", "lfpw/testset"),
     "test_challenging": ("ibug",),
     "test_full": ("helen/testset", "lfpw/testset", "ibug"),
     "test_private": ("01_Indoor", "02_Outdoor"),
 }
+
+# Held-out validation faces for model selection, taken from the 300-W
+# training set: the round(VAL_FRACTION * n) faces (at least 1) with the
+# lowest sha256("{VAL_SEED}:{file name}"). Hashing the file name keeps a face
+# in the same split when other faces are added or removed; no test face is
+# ever in ``val``. Stored in the builder metadata.
+VAL_FRACTION = 0.05
+VAL_SEED = 0
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 NUM_POINTS = 68
@@ -62,6 +75,27 @@ def find_faces(manual_dir: str, subset: str) -> List[Tuple[str, str]]:
   return pairs
 
 
+def val_names(names: Sequence[str], fraction: float = VAL_FRACTION,
+              seed: int = VAL_SEED) -> frozenset:
+  """The validation subset of the training file names (see VAL_FRACTION).
+
+  Args:
+    names: training image paths relative to the manual dir, e.g.
+      ``afw/1051618982_1.jpg``.
+    fraction: share of the faces held out.
+    seed: hash seed.
+
+  Returns:
+    The ``max(1, round(fraction * len(names)))`` names (none when fewer than
+    two names) with the lowest ``sha256(f"{seed}:{name}")``.
+  """
+  if len(names) < 2:
+    return frozenset()
+  k = max(1, int(round(fraction * len(names))))
+  key = lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest()
+  return frozenset(sorted(names, key=key)[:k])
+
+
 def present_subsets(manual_dir: str) -> Tuple[List[str], List[str]]:
   """``(present, missing)`` subset folders of the manual dir."""
   present = [s for s in SUBSETS if os.path.isdir(os.path.join(manual_dir, s))]
@@ -75,8 +109,8 @@ def load_face(manual_dir: str, subset: str, image_path: str, pts_path: str,
   """Reads one face and returns ``(key, example)``."""
   points = pts_io.read_pts(pts_path, expected_points=NUM_POINTS)
   image = crop.load_image_rgb(image_path)
-  rel = os.path.relpath(image_path, manual_dir).replace(os.sep, "/")
-  example = crop.make_example(
+  rel = _relpath(manual_dir, image_path)
+  example = features.make_example(
       image, points, np.ones([NUM_POINTS], np.bool_), crop.landmark_box(points),
       file_name=rel, subset=subset, crop_context=crop_context,
       crop_size=crop_size)
@@ -86,8 +120,12 @@ def load_face(manual_dir: str, subset: str, image_path: str, pts_path: str,
 class Builder(tfds.core.GeneratorBasedBuilder):
   """300-W: 68-point faces (AFW, HELEN, LFPW, iBUG, private test)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release: 2.2x landmark-box crops, 256 px."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release: 2.2x landmark-box crops, 256 px.",
+      "1.1.0": "Held-out `val` split (5% of the 300-W training faces, "
+               "seeded by file name); `train` is the rest.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Download the 300-W data from the iBUG site
   (https://ibug.doc.ic.ac.uk/resources/300-W/ and
@@ -109,8 +147,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   coordinates, with or without the version/n_points/{ } header). Images may
   be .jpg or .png, colour or grayscale. Missing folders are skipped with a
   warning; a split none of whose folders exist is not generated.
-  Splits: train = afw + helen/trainset + lfpw/trainset (3,148 faces),
-  test_common = helen/testset + lfpw/testset (554), test_challenging = ibug
+  Splits: train = afw + helen/trainset + lfpw/trainset (3,148 faces) minus
+  val (5% of them, chosen by a seeded hash of the file name; used for model
+  selection, never for reporting), test_common = helen/testset + lfpw/testset (554), test_challenging = ibug
   (135), test_full = common + challenging (689), test_private = 01_Indoor +
   02_Outdoor (600).
   """
@@ -120,7 +159,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=crop.example_features(NUM_POINTS, crop.CROP_SIZE),
+        features=features.example_features(NUM_POINTS, crop.CROP_SIZE),
         supervised_keys=None,
         # Keep the source order (sorted files / .mat index) so that split
         # index i is the i-th face of the release; training shuffles in the
@@ -132,6 +171,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             crop_size=crop.CROP_SIZE,
             layout="ibug68",
             num_points=NUM_POINTS,
+            val_fraction=VAL_FRACTION,
+            val_seed=VAL_SEED,
             coordinates="0-based, pixel centre (docs/DESIGN.md); "
                         ".pts values minus 1",
         ),
@@ -158,36 +199,45 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         raise crop.DataError(
             f"300-W subset folder {os.path.join(manual_dir, subset)} has no "
             ".pts files")
+    held_out = val_names([
+        _relpath(manual_dir, image_path)
+        for subset in TRAIN_SUBSETS for image_path, _ in faces.get(subset, ())])
     splits = {}
-    # Subsets used by several splits (test_full) are generated once and
-    # cached until their last use (splits are generated one after another;
-    # if not, the cache only costs recomputation).
+    # Faces used by several splits (test_full) are generated once and cached
+    # until their last use (splits are generated one after another; if not,
+    # the cache only costs recomputation).
     uses = collections.Counter()
     for split, subsets in SPLITS.items():
-      have = [s for s in subsets if s in faces]
-      if have:
-        uses.update(have)
-        splits[split] = self._generate_examples(manual_dir, have, faces)
+      members = []
+      for subset in subsets:
+        for image_path, pts_path in faces.get(subset, ()):
+          if split in ("train", "val"):
+            is_val = _relpath(manual_dir, image_path) in held_out
+            if is_val != (split == "val"):
+              continue
+          members.append((subset, image_path, pts_path))
+      if members:
+        uses.update(image_path for _, image_path, _ in members)
+        splits[split] = self._generate_examples(manual_dir, members)
     self._cache_uses = uses
     self._cache = {}
     return splits
 
-  def _generate_examples(self, manual_dir: str, subsets: Sequence[str],
-                         faces: Dict[str, List[Tuple[str, str]]]
+  def _generate_examples(self, manual_dir: str,
+                         members: Sequence[Tuple[str, str, str]]
                          ) -> Iterator[Tuple[str, dict]]:
-    for subset in subsets:
-      self._cache_uses[subset] -= 1
-      cached = self._cache.pop(subset, None)
-      if cached is not None and len(cached) == len(faces[subset]):
-        if self._cache_uses[subset] > 0:
-          self._cache[subset] = cached
-        yield from cached
-        continue
-      keep = [] if self._cache_uses[subset] > 0 else None
-      for image_path, pts_path in faces[subset]:
-        key, example = load_face(manual_dir, subset, image_path, pts_path)
-        if keep is not None:
-          keep.append((key, example))
-        yield key, example
-      if keep is not None:
-        self._cache[subset] = keep
+    for subset, image_path, pts_path in members:
+      self._cache_uses[image_path] -= 1
+      if image_path in self._cache:
+        item = self._cache[image_path]
+      else:
+        item = load_face(manual_dir, subset, image_path, pts_path)
+      if self._cache_uses[image_path] > 0:
+        self._cache[image_path] = item
+      else:
+        self._cache.pop(image_path, None)
+      yield item
+
+
+def _relpath(manual_dir: str, image_path: str) -> str:
+  return os.path.relpath(image_path, manual_dir).replace(os.sep, "/")

@@ -1,4 +1,6 @@
-"""Face crops and example features shared by the face300w and cofw builders.
+"""Face crops: the square around a face box, its transforms, image reading.
+
+Shared by the TFDS builders (tfds_builders/) and inference (landmarker.py).
 
 Geometry follows docs/DESIGN.md: points are 0-based with the pixel-centre
 convention (the centre of ``image[i, j]`` is ``(x=j, y=i)``, so pixel ``j``
@@ -16,19 +18,17 @@ Images are resampled with PIL: an exact integer box-average reduction when the
 crop is much larger than ``T`` (``Image.reduce``), then an antialiased
 bilinear resize of the float crop box (``Image.resize(box=...)``), both in
 PIL's edge coordinates (``x + 1/2``). Parts of the crop outside the image are
-zero. Images are stored PNG-encoded by PIL, so no TensorFlow is needed.
+zero.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
-from typing import Dict, Tuple
+from typing import Tuple
 
 import numpy as np
 from PIL import Image
-import tensorflow_datasets as tfds
 
 CROP_CONTEXT = 2.2
 CROP_SIZE = 256
@@ -40,28 +40,6 @@ Image.MAX_IMAGE_PIXELS = None
 
 class DataError(ValueError):
   """Bad or missing source data; the message names the file."""
-
-
-def example_features(num_points, crop_size: int = CROP_SIZE):
-  """The tfds FeaturesDict of docs/DESIGN.md.
-
-  Args:
-    num_points: points per face (``None`` = varies by split).
-    crop_size: stored crop side ``S``.
-  """
-  return tfds.features.FeaturesDict({
-      "image": tfds.features.Image(shape=(crop_size, crop_size, 3),
-                                   dtype=np.uint8, encoding_format="png"),
-      "landmarks": tfds.features.Tensor(shape=(num_points, 2),
-                                        dtype=np.float32),
-      "landmarks_original": tfds.features.Tensor(shape=(num_points, 2),
-                                                 dtype=np.float32),
-      "visible": tfds.features.Tensor(shape=(num_points,), dtype=np.bool_),
-      "crop_to_image": tfds.features.Tensor(shape=(2, 3), dtype=np.float32),
-      "face_box": tfds.features.Tensor(shape=(4,), dtype=np.float32),
-      "file_name": tfds.features.Text(),
-      "subset": tfds.features.Text(),
-  })
 
 
 def load_image_rgb(path: os.PathLike | str) -> Image.Image:
@@ -186,39 +164,3 @@ def crop_image(im: Image.Image, side: float, ex: float, ey: float,
   out = window.resize((crop_size, crop_size), Image.Resampling.BILINEAR,
                       box=box)
   return np.asarray(out, dtype=np.uint8)
-
-
-def encode_png(a: np.ndarray) -> bytes:
-  """uint8 ``[H, W, 3]`` -> PNG bytes (PIL; no TensorFlow; fast level 1)."""
-  buf = io.BytesIO()
-  Image.fromarray(a, "RGB").save(buf, format="PNG", compress_level=1)
-  return buf.getvalue()
-
-
-def make_example(im: Image.Image, points: np.ndarray, visible: np.ndarray,
-                 face_box: np.ndarray, file_name: str, subset: str,
-                 crop_context: float = CROP_CONTEXT,
-                 crop_size: int = CROP_SIZE) -> Dict[str, object]:
-  """Builds one example dict (features of docs/DESIGN.md).
-
-  Args:
-    im: RGB PIL image (original).
-    points: float ``[N, 2]`` 0-based image coordinates.
-    visible: bool ``[N]``.
-    face_box: ``[x0, y0, x1, y1]`` image coordinates (crop centre and size).
-    file_name: path relative to the manual dir.
-    subset: subset name.
-  """
-  side, ex, ey = crop_transform(face_box, crop_context)
-  crop = crop_image(im, side, ex, ey, crop_size)
-  points = np.asarray(points, np.float32)
-  return {
-      "image": encode_png(crop),
-      "landmarks": image_to_crop(points, side, ex, ey, crop_size),
-      "landmarks_original": points,
-      "visible": np.asarray(visible, np.bool_),
-      "crop_to_image": crop_to_image_matrix(side, ex, ey, crop_size),
-      "face_box": np.asarray(face_box, np.float32),
-      "file_name": file_name,
-      "subset": subset,
-  }
