@@ -1,0 +1,187 @@
+"""Face detectors behind one small interface.
+
+A detector is any object with ``detect(image) -> (boxes, scores)``:
+
+* ``image``: uint8 ``[H, W, 3]`` RGB numpy array;
+* ``boxes``: float32 ``[K, 4]`` ``[x0, y0, x1, y1]`` in the image's 0-based
+  pixel-centre coordinates (docs/DESIGN.md: the centre of ``image[i, j]`` is
+  ``(x=j, y=i)``, so pixel ``j`` covers ``[j - 1/2, j + 1/2]``);
+* ``scores``: float32 ``[K]``, boxes sorted by score, highest first.
+
+Detector boxes are in the *detector's own* convention (for dlib's HOG
+detector a roughly square box from the brows to the chin); the model's face
+box is the tight landmark box. ``sgfan_jax.box_map`` converts between the two.
+
+Implementations:
+
+* ``DlibHOGDetector``: ``dlib.get_frontal_face_detector()``.
+  dlib returns ``dlib.rectangle(left, top, right, bottom)`` with *inclusive*
+  integer pixel indices (the box covers pixels ``left..right``). Here that is
+  the float box of the covered pixel area, i.e. of the pixels' edges::
+
+      x0 = left - 0.5,  y0 = top - 0.5,  x1 = right + 0.5,  y1 = bottom + 0.5
+
+  (``dlib_rect_to_box``; ``box_to_dlib_rect`` is its rounding inverse). This
+  convention scales exactly under resizing: a box found on a copy resized by
+  ``s`` maps back with ``x -> (x + 0.5) / s - 0.5`` (DESIGN.md's resize rule).
+* ``WholeImageDetector``: one box covering the whole image, score 1
+  (detector name ``'none'``: for images that are already face crops).
+
+``get_detector(name)`` builds one by name: ``'dlib_hog'`` (default) or
+``'none'``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+DETECTOR_NAMES = ("dlib_hog", "none")
+DEFAULT_DETECTOR = "dlib_hog"
+
+_DLIB_MISSING = ("the dlib face detector needs the 'dlib' package, which is "
+                 "not installed; install the prebuilt wheel with "
+                 "`pip install dlib-bin` (or build `pip install dlib`), or use "
+                 "detector='none' / pass face boxes explicitly")
+
+
+def import_dlib():
+  """Imports dlib or raises an ImportError that says how to install it."""
+  try:
+    import dlib  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(_DLIB_MISSING) from e
+  return dlib
+
+
+def check_image(image, name: str = "image") -> np.ndarray:
+  """Validates a uint8 ``[H, W, 3]`` RGB array (returns it C-contiguous)."""
+  if not isinstance(image, np.ndarray):
+    raise TypeError(f"{name}: expected a uint8 [H, W, 3] numpy array, got "
+                    f"{type(image).__name__}")
+  if image.ndim != 3 or image.shape[2] != 3:
+    raise ValueError(f"{name}: expected shape [H, W, 3] (RGB), got "
+                     f"{image.shape}")
+  if image.dtype != np.uint8:
+    raise ValueError(f"{name}: expected dtype uint8, got {image.dtype}")
+  if image.shape[0] < 1 or image.shape[1] < 1:
+    raise ValueError(f"{name}: empty image of shape {image.shape}")
+  return np.ascontiguousarray(image)
+
+
+def dlib_rect_to_box(left: int, top: int, right: int, bottom: int
+                     ) -> np.ndarray:
+  """dlib's inclusive integer rectangle -> float ``[x0, y0, x1, y1]`` (edges)."""
+  return np.array([left - 0.5, top - 0.5, right + 0.5, bottom + 0.5],
+                  np.float32)
+
+
+def box_to_dlib_rect(box) -> Tuple[int, int, int, int]:
+  """Float ``[x0, y0, x1, y1]`` (edges) -> nearest inclusive integer
+  ``(left, top, right, bottom)``; the inverse of ``dlib_rect_to_box``."""
+  x0, y0, x1, y1 = [float(v) for v in box]
+  if not all(np.isfinite([x0, y0, x1, y1])):
+    raise ValueError(f"box {list(box)} has non-finite values")
+  left, top = int(round(x0 + 0.5)), int(round(y0 + 0.5))
+  right, bottom = int(round(x1 - 0.5)), int(round(y1 - 0.5))
+  return left, top, max(right, left), max(bottom, top)
+
+
+def whole_image_box(height: int, width: int) -> np.ndarray:
+  """float32 ``[4]`` box of the whole image's pixel area."""
+  return np.array([-0.5, -0.5, width - 0.5, height - 0.5], np.float32)
+
+
+class WholeImageDetector:
+  """One box = the whole image (its pixel area), score 1."""
+
+  name = "none"
+
+  def detect(self, image) -> Tuple[np.ndarray, np.ndarray]:
+    image = check_image(image)
+    h, w = image.shape[:2]
+    return whole_image_box(h, w)[None], np.ones([1], np.float32)
+
+  def __repr__(self):
+    return "WholeImageDetector()"
+
+
+class DlibHOGDetector:
+  """dlib's HOG + linear-SVM frontal face detector.
+
+  Args:
+    upsample: times dlib upsamples the image before detecting (each doubles
+      the side; 1 finds faces down to ~40 px, 0 down to ~80 px).
+    max_side: images whose longer side exceeds this are detected on a copy
+      downscaled to this longer side (antialiased), and the boxes are scaled
+      back to full resolution; ``None`` = always full resolution. Bounds the
+      cost on multi-megapixel photos (300-W originals reach 4288 px).
+    adjust_threshold: dlib's score threshold offset; detections with score
+      above it are returned (dlib's own operating point is 0; negative values
+      return weaker detections too, with their scores).
+  """
+
+  name = "dlib_hog"
+
+  def __init__(self, upsample: int = 1, max_side: Optional[int] = 1024,
+               adjust_threshold: float = -0.5):
+    if int(upsample) != upsample or upsample < 0:
+      raise ValueError(f"upsample must be an integer >= 0, got {upsample}")
+    if max_side is not None and (int(max_side) != max_side or max_side < 16):
+      raise ValueError(f"max_side must be an integer >= 16 or None, got "
+                       f"{max_side}")
+    self.upsample = int(upsample)
+    self.max_side = None if max_side is None else int(max_side)
+    self.adjust_threshold = float(adjust_threshold)
+    self._dlib = import_dlib()
+    self._detector = self._dlib.get_frontal_face_detector()
+
+  def __repr__(self):
+    return (f"DlibHOGDetector(upsample={self.upsample}, max_side="
+            f"{self.max_side}, adjust_threshold={self.adjust_threshold})")
+
+  def detect(self, image) -> Tuple[np.ndarray, np.ndarray]:
+    image = check_image(image)
+    h, w = image.shape[:2]
+    scale_x = scale_y = 1.0
+    work = image
+    if self.max_side is not None and max(h, w) > self.max_side:
+      f = self.max_side / max(h, w)
+      sw, sh = max(1, int(round(w * f))), max(1, int(round(h * f)))
+      work = np.asarray(Image.fromarray(image).resize(
+          (sw, sh), Image.BILINEAR, reducing_gap=None))
+      work = np.ascontiguousarray(work)
+      scale_x, scale_y = w / sw, h / sh
+    rects, scores, _ = self._detector.run(work, self.upsample,
+                                          self.adjust_threshold)
+    if not rects:
+      return np.zeros([0, 4], np.float32), np.zeros([0], np.float32)
+    boxes = np.stack([dlib_rect_to_box(r.left(), r.top(), r.right(),
+                                       r.bottom()) for r in rects])
+    boxes = boxes.astype(np.float64)
+    # Edges scale with the image: x -> (x + 0.5) * s - 0.5.
+    boxes[:, [0, 2]] = (boxes[:, [0, 2]] + 0.5) * scale_x - 0.5
+    boxes[:, [1, 3]] = (boxes[:, [1, 3]] + 0.5) * scale_y - 0.5
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="stable")
+    return boxes[order].astype(np.float32), scores[order].astype(np.float32)
+
+
+def get_detector(name: Optional[str] = DEFAULT_DETECTOR, **kwargs):
+  """Builds a detector by name: 'dlib_hog' (default) or 'none'.
+
+  ``kwargs`` go to the detector's constructor (``DlibHOGDetector``'s
+  ``upsample``, ``max_side``, ``adjust_threshold``).
+  """
+  if name is None:
+    name = DEFAULT_DETECTOR
+  if name == "dlib_hog":
+    return DlibHOGDetector(**kwargs)
+  if name == "none":
+    if kwargs:
+      raise TypeError(f"detector 'none' takes no options, got {sorted(kwargs)}")
+    return WholeImageDetector()
+  raise ValueError(f"unknown face detector {name!r}; valid names: "
+                   f"{', '.join(repr(n) for n in DETECTOR_NAMES)}")
