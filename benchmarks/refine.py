@@ -1,7 +1,7 @@
 """Timing of Eq. 1 weights + Eq. 2 search + reconstruction on this machine.
 
 JAX (jitted, after warm-up, median of repeats, ``block_until_ready``) against
-the naive numpy loops of tests/test_weights.py and tests/test_refine.py, for
+the naive numpy loops of tests/test_confidence.py and tests/test_refine.py, for
 a batch of 10 faces and a single face, with the config defaults (128 x 128
 score maps, N = 68, K = dictionary_size atoms, k = num_neighbors).
 
@@ -29,9 +29,9 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
 from configs import default as default_config  # pylint: disable=g-import-not-at-top
 from sgfan_jax import refine  # pylint: disable=g-import-not-at-top
-from sgfan_jax import weights  # pylint: disable=g-import-not-at-top
+from sgfan_jax import confidence  # pylint: disable=g-import-not-at-top
 from tests import test_refine  # pylint: disable=g-import-not-at-top
-from tests import test_weights  # pylint: disable=g-import-not-at-top
+from tests import test_confidence  # pylint: disable=g-import-not-at-top
 
 
 def _median_ms(fn, repeats):
@@ -58,14 +58,14 @@ def main(argv=None):
 
   @jax.jit
   def pipeline(score_maps, points, atoms):
-    w = weights.landmark_weights(score_maps, points, radius=radius)
+    w = confidence.landmark_confidence(score_maps, points, radius=radius)
     return refine.refine_shapes(points, w, atoms,
                                 num_neighbors=rc.num_neighbors,
                                 weight_threshold=rc.weight_threshold,
                                 mode=rc.mode, ridge=rc.ridge)
 
   def naive(maps, pts):
-    w = test_weights.naive_weights(maps, pts, radius)
+    w = test_confidence.naive_weights(maps, pts, radius)
     return test_refine.naive_refine(pts, w, atoms, rc.num_neighbors,
                                     rc.weight_threshold, rc.mode, rc.ridge)[0]
 
@@ -77,7 +77,7 @@ def main(argv=None):
     jax.block_until_ready(pipeline(d_maps, d_pts, d_atoms))   # compile
     for _ in range(3):
       jax.block_until_ready(pipeline(d_maps, d_pts, d_atoms))
-    w_dev = weights.landmark_weights(d_maps, d_pts, radius=radius)
+    w_dev = confidence.landmark_confidence(d_maps, d_pts, radius=radius)
     jax.block_until_ready(w_dev)
     kw = dict(num_neighbors=rc.num_neighbors,
               weight_threshold=rc.weight_threshold, mode=rc.mode,
@@ -85,7 +85,7 @@ def main(argv=None):
     jax.block_until_ready(refine.refine_shapes(d_pts, w_dev, d_atoms, **kw))
     t_all = _median_ms(lambda: jax.block_until_ready(
         pipeline(d_maps, d_pts, d_atoms)), args.repeats)
-    t_w = _median_ms(lambda: jax.block_until_ready(weights.landmark_weights(
+    t_w = _median_ms(lambda: jax.block_until_ready(confidence.landmark_confidence(
         d_maps, d_pts, radius=radius)), args.repeats)
     t_r = _median_ms(lambda: jax.block_until_ready(refine.refine_shapes(
         d_pts, w_dev, d_atoms, **kw)), args.repeats)

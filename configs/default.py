@@ -74,6 +74,10 @@ def get_config():
   # start near 0: Eq. 3 starts at the targets' energy, not at noise over
   # every pixel (see model.py). Not in the paper (PyTorch default init).
   config.model.head_init_scale = 0.01
+  # Compute the residual block after each branch's 2x upsampling at low
+  # resolution (conv.conv_upsampled2x): the same function and parameters as
+  # upsample-then-block (checkpoints do not depend on it), less arithmetic.
+  config.model.fuse_upsample = True
 
   # ---------------------------------------------------------------- targets
   config.targets = ml_collections.ConfigDict()
@@ -113,7 +117,7 @@ def get_config():
   config.refine.ksvd_seed = 0             # K-SVD initial-atom choice
   # Eq. 1 window half-width r (px @128). 2 = floor(score_radius / sqrt 2):
   # the largest square inside the score target disc, so a perfect score map
-  # gives w = 1 (see sgfan_jax/weights.py).
+  # gives w = 1 (see sgfan_jax/confidence.py).
   config.refine.weight_radius = 2
   config.refine.num_neighbors = 20        # k nearest exemplars (Eq. 2)
   config.refine.weight_threshold = 0.5    # w below this = unreliable point
@@ -134,6 +138,25 @@ def get_config():
   config.eval.val_normalization = "inter_pupil"
   # Evaluate with and without refinement (the report shows both).
   config.eval.splits_max_examples = -1    # > 0: first K faces of each split
+
+  # ------------------------------------------------------ prediction (photos)
+  # sgfan_jax.Landmarker and `python -m sgfan_jax.predict` (inference.py,
+  # landmarker.py). Points with confidence < refine.weight_threshold are
+  # reported as occluded.
+  config.predict = ml_collections.ConfigDict()
+  config.predict.batch_size = 8           # faces per jitted forward (padded)
+  # Face detector (sgfan_jax/detectors.py): 'dlib_hog' (dlib's HOG frontal
+  # detector, bundled in the dlib-bin wheel) or 'none' (the whole image is
+  # one face crop). Its boxes are mapped to the training box convention (the
+  # tight landmark box) by sgfan_jax/data/<detector>_box_map.json.
+  config.predict.detector = "dlib_hog"
+  config.predict.detector_upsample = 1    # dlib upsamplings (1: faces >~40 px)
+  # Detect on a copy downscaled to this longer side (boxes scaled back; the
+  # crop is taken at full resolution).
+  config.predict.detector_max_side = 1024
+  # Keep detections scoring above this (dlib's SVM margin; 0 = its default
+  # operating point).
+  config.predict.min_box_score = 0.0
 
   # ------------------------------------------------------------- checkpoints
   config.checkpoint = ml_collections.ConfigDict()

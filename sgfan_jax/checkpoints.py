@@ -71,5 +71,14 @@ class Checkpointer:
     logging.info("Restoring checkpoint %d from %s", step, self.directory)
     return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
+  def restore_raw(self, step: int) -> Any:
+    """The tree saved at ``step`` as nested dicts of arrays (no target).
+
+    Used by inference to read parameters and batch statistics without
+    building an optimiser.
+    """
+    logging.info("Restoring checkpoint %d from %s", step, self.directory)
+    return self._manager.restore(step, args=ocp.args.StandardRestore())
+
   def close(self):
     self._manager.close()

@@ -1,4 +1,5 @@
-"""Eq. 1 landmark weights: mean score-map value around each decoded landmark.
+"""Eq. 1 landmark confidence ("weight" in the paper): mean score-map value
+around each decoded landmark, in [0, 1]; low = likely occluded.
 
 Paper (Sec. 3.2, Eq. 1)::
 
@@ -74,7 +75,7 @@ def _weights_one(score_maps: jax.Array, points: jax.Array,
 
 
 @functools.partial(jax.jit, static_argnames=("radius", "clip"))
-def landmark_weights(score_maps: jax.Array, points: jax.Array,
+def landmark_confidence(score_maps: jax.Array, points: jax.Array,
                      radius: int, clip: bool = True) -> jax.Array:
   """Eq. 1 weights of a batch of faces.
 

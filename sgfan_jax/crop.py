@@ -29,6 +29,7 @@ from typing import Tuple
 
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 
 CROP_CONTEXT = 2.2
 CROP_SIZE = 256
@@ -62,6 +63,44 @@ def load_image_rgb(path: os.PathLike | str) -> Image.Image:
     raise
   except Exception as e:  # PIL raises many kinds (OSError, SyntaxError, ...)
     raise DataError(f"cannot read image {path}: {e}") from None
+
+
+def load_photo(source, name: str = "image") -> Image.Image:
+  """A user's photo as an RGB PIL image, upright.
+
+  Unlike :func:`load_image_rgb` (dataset files, whose annotations refer to
+  the stored pixel grid), the EXIF orientation is applied, as a photo viewer
+  shows it. Reads any mode PIL opens: grayscale, palette, RGBA/LA (alpha
+  dropped), CMYK, 16-bit.
+
+  Args:
+    source: a file path, a PIL image or a ``[H, W]`` / ``[H, W, 1|3|4]``
+      array.
+    name: what to call it in error messages (file paths name themselves).
+
+  Raises:
+    DataError: missing, empty, truncated or unreadable (names the file).
+  """
+  if isinstance(source, np.ndarray):
+    a = source[..., :3] if source.ndim == 3 and source.shape[2] == 4 else source
+    return array_to_pil(a, name)
+  if isinstance(source, Image.Image):
+    return to_rgb(ImageOps.exif_transpose(source), name)
+  path = os.fspath(source)
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: not found")
+  if os.path.getsize(path) == 0:
+    raise DataError(f"{path}: empty file")
+  try:
+    with Image.open(path) as im:
+      im.load()
+      return to_rgb(ImageOps.exif_transpose(im), path)
+  except DataError:
+    raise
+  except Image.UnidentifiedImageError:
+    raise DataError(f"{path}: not an image PIL can read") from None
+  except Exception as e:  # truncated data, bad EXIF, decoder errors
+    raise DataError(f"{path}: cannot read image ({e})") from None
 
 
 def to_rgb(im: Image.Image, name: str = "image") -> Image.Image:

@@ -11,9 +11,8 @@ Splits that are not built are skipped with a message.
 """
 
 import dataclasses
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
-from absl import logging
 import jax
 import numpy as np
 
@@ -128,26 +127,24 @@ def validation_nme(state, source, meta, config, eval_fn=None) -> float:
   return metrics.mean_nme(values)
 
 
-def open_eval_splits(config, data_dir: Optional[str], layout: str):
-  """Opens every ``config.data.eval_splits`` entry that is built.
+def open_eval_splits(specs: Sequence[str], data_dir: Optional[str],
+                     layout: str):
+  """Opens every ``'builder:split'`` of ``specs`` that is built.
 
-  Returns {name: (source, meta dict)}; skipped splits are logged with why.
+  Returns {spec: (source, meta dict)}; skipped splits are printed with why.
   """
   opened = {}
-  for spec in config.data.eval_splits:
+  for spec in specs:
     name, split = input_pipeline.parse_split_spec(spec)
     try:
       source, meta = input_pipeline.open_split(name, split, data_dir)
     except (FileNotFoundError, ValueError) as e:
-      logging.warning("Skipping %s: %s", spec, e)
       print(f"Skipping {spec}: {e}")
       continue
     meta = dataclasses.asdict(meta)
     if meta["layout"] != layout:
-      msg = (f"Skipping {spec}: its layout {meta['layout']} differs from the "
-             f"model's {layout}")
-      logging.warning(msg)
-      print(msg)
+      print(f"Skipping {spec}: its layout {meta['layout']} differs from the "
+            f"model's {layout}")
       continue
     opened[spec] = (source, meta)
   return opened
@@ -161,8 +158,8 @@ def evaluate(config, workdir: str, state, dictionary, data_dir=None,
   could be evaluated.
   """
   results = {}
-  for spec, (source, meta) in open_eval_splits(config, data_dir,
-                                               layout).items():
+  for spec, (source, meta) in open_eval_splits(
+      config.data.eval_splits, data_dir, layout).items():
     print(f"Evaluating {spec} ({meta['num_examples']} faces)...")
     results[spec] = predict_split(
         state, source, meta, config, dictionary,

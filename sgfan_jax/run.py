@@ -22,12 +22,13 @@ import numpy as np
 
 from sgfan_jax import checkpoints as ckpt_lib
 from sgfan_jax import evaluate
+from sgfan_jax import inference
 from sgfan_jax import input_pipeline
 from sgfan_jax import ksvd
 from sgfan_jax import layouts
 from sgfan_jax import train
 
-DICTIONARY_FILE = "shape_dictionary.npz"
+DICTIONARY_FILE = inference.DICTIONARY_FILE
 
 
 def training_shapes(source) -> np.ndarray:
@@ -100,14 +101,15 @@ def run(config, workdir: str) -> Optional[Dict[str, Any]]:
   if train_meta is not None and train_meta["layout"] != layout.name:
     raise ValueError(f"training split layout {train_meta['layout']} differs "
                      f"from config.data.layout {layout.name}")
+  if train_meta is not None and jax.process_index() == 0:
+    inference.write_dataset_meta(workdir, train_meta)
   dictionary = load_dictionary(config, workdir, train_source)
 
   if not config.eval_only:
     validate = None
     if config.data.val_split:
-      val = evaluate.open_eval_splits(
-          _with_splits(config, (config.data.val_split,)), data_dir,
-          layout.name)
+      val = evaluate.open_eval_splits((config.data.val_split,), data_dir,
+                                      layout.name)
       if val:
         (source, meta), = val.values()
         eval_fn = train.make_eval_step(train.step_spec(config, meta))
@@ -136,9 +138,3 @@ def run(config, workdir: str) -> Optional[Dict[str, Any]]:
       json.load(f)     # fail loudly on a broken report
   return paths
 
-
-def _with_splits(config, splits):
-  c = config.copy_and_resolve_references()
-  with c.unlocked():
-    c.data.eval_splits = tuple(splits)
-  return c

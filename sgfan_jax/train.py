@@ -25,14 +25,13 @@ import optax
 
 from sgfan_jax import augment
 from sgfan_jax import checkpoints as ckpt_lib
-from sgfan_jax import decode
+from sgfan_jax import inference as inference_lib
 from sgfan_jax import layouts
 from sgfan_jax import losses
 from sgfan_jax import model as model_lib
 from sgfan_jax import optim
 from sgfan_jax import parallel
 from sgfan_jax import targets
-from sgfan_jax import weights as weights_lib
 
 
 class TrainState(train_state.TrainState):
@@ -44,22 +43,18 @@ class TrainState(train_state.TrainState):
 class StepSpec:
   """Everything the jitted steps need besides arrays (hashable, static).
 
-  Built from the config and the dataset metadata by ``step_spec``.
+  Built from the config and the dataset metadata by ``step_spec``; the
+  prediction constants (shared with inference) are ``spec.inference``.
   """
   input_size: int
   window_side: float          # input window side in stored-crop pixels
   sigma: float
   score_radius: int
-  weight_radius: int          # Eq. 1 window half-width
   loss_lambda: float
   mean_over_batch: bool
-  subpixel: bool
   flip_perm: tuple
   aug: tuple                  # sorted (name, value) of config.augment
-  refine_neighbors: int
-  refine_threshold: float
-  refine_mode: str
-  refine_ridge: float
+  inference: inference_lib.InferenceSpec
 
 
 def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
@@ -71,26 +66,17 @@ def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
   if dataclasses.is_dataclass(metadata):
     metadata = dataclasses.asdict(metadata)
   layout = layouts.get_layout(metadata["layout"])
-  window = (metadata["crop_size"] * config.data.face_context
-            / metadata["crop_context"])
+  infer = inference_lib.inference_spec(config, metadata)
   return StepSpec(
-      input_size=config.model.input_size,
-      window_side=float(window),
+      input_size=infer.input_size,
+      window_side=infer.window_side,
       sigma=float(config.targets.sigma),
       score_radius=int(config.targets.score_radius),
-      weight_radius=int(config.refine.get("weight_radius", -1)
-                        if config.refine.get("weight_radius", -1) >= 0 else
-                        weights_lib.default_weight_radius(
-                            config.targets.score_radius)),
       loss_lambda=float(config.loss_lambda),
       mean_over_batch=bool(config.loss_mean_over_batch),
-      subpixel=bool(config.decode.subpixel),
       flip_perm=tuple(int(i) for i in layout.flip_permutation),
       aug=tuple(sorted(config.augment.to_dict().items())),
-      refine_neighbors=int(config.refine.num_neighbors),
-      refine_threshold=float(config.refine.weight_threshold),
-      refine_mode=str(config.refine.mode),
-      refine_ridge=float(config.refine.ridge),
+      inference=infer,
   )
 
 
@@ -98,9 +84,7 @@ def create_train_state(config, num_landmarks: int, num_examples: int,
                        rng) -> TrainState:
   """Initialises the model, the optimiser and the TrainState."""
   model = model_lib.create_model(config.model, num_landmarks)
-  size = config.model.input_size
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      rng, jnp.zeros((1, size, size, 3), jnp.float32))
+  variables = inference_lib.init_variables(model, config.model.input_size, rng)
   schedule = optim.learning_rate_schedule(config, num_examples)
   tx = optim.create_optimizer(config, schedule)
   return TrainState.create(apply_fn=model.apply, params=variables["params"],
@@ -158,52 +142,29 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], rng,
   return new_state, metrics
 
 
-def output_to_image(points, out_to_crop, crop_to_image):
-  """Network-output coordinates [B, N, 2] -> original-image coordinates.
-
-  ``out_to_crop`` [B, 2, 3] from ``augment.eval_transform``, ``crop_to_image``
-  [B, 2, 3] from the dataset.
-  """
-  return augment.apply_affine(
-      points, augment.compose_affine(crop_to_image, out_to_crop))
-
-
-def predict_maps(state: TrainState, images):
-  """Network outputs in inference mode: images [B, H, W, 3] float32."""
-  return state.apply_fn({"params": state.params,
-                         "batch_stats": state.batch_stats}, images,
-                        train=False)
+def variables_of(state: TrainState) -> Dict[str, Any]:
+  """The inference variables ``{"params", "batch_stats"}`` of a TrainState."""
+  return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def eval_step(state: TrainState, batch: Dict[str, jnp.ndarray],
               dictionary: Optional[Dict[str, jnp.ndarray]], *,
               spec: StepSpec):
-  """Per-image predictions for a (padded) eval batch.
+  """Per-image predictions for a (padded) eval batch (``inference`` layer).
 
   Returns a dict of arrays with leading axis B:
     'points' [B, N, 2]: Eq. 4 decoding (the paper's baseline), original-image
       coordinates;
     'refined' [B, N, 2]: after score-guided refinement (Eq. 1-2), or a copy
       of 'points' when ``dictionary`` is None;
-    'weights' [B, N]: Eq. 1 landmark weights; 'peak' [B, N]: heatmap maxima.
+    'weights' [B, N]: Eq. 1 landmark confidences; 'peak' [B, N]: heatmap
+      maxima.
   """
-  from sgfan_jax import refine as refine_lib    # pylint: disable=g-import-not-at-top
-  images, _, out_to_crop = augment.eval_transform(
-      batch["image"], batch["landmarks"], window_side=spec.window_side,
-      out_size=spec.input_size)
-  heat, score = predict_maps(state, images)
-  points, peak = decode.decode_heatmaps(heat, spec.subpixel)
-  w = weights_lib.landmark_weights(score, points, spec.weight_radius)
-  if dictionary is not None:
-    refined = refine_lib.refine_shapes(
-        points, w, dictionary, num_neighbors=spec.refine_neighbors,
-        weight_threshold=spec.refine_threshold, mode=spec.refine_mode,
-        ridge=spec.refine_ridge)
-  else:
-    refined = points
-  to_image = lambda p: output_to_image(p, out_to_crop, batch["crop_to_image"])
-  return {"points": to_image(points), "refined": to_image(refined),
-          "weights": w, "peak": peak}
+  out = inference_lib.predict_crops(
+      state.apply_fn, variables_of(state), batch["image"],
+      batch["crop_to_image"], dictionary, spec=spec.inference)
+  return {"points": out["raw_points"], "refined": out["points"],
+          "weights": out["confidence"], "peak": out["peak"]}
 
 
 def make_train_step(spec: StepSpec, schedule=None, mesh=None):

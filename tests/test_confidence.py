@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sgfan_jax import weights
+from sgfan_jax import confidence
 
 
 def naive_weights(score_maps, points, radius):
@@ -48,7 +48,7 @@ def test_matches_naive_loop(radius):
   points[0, 1] = [19.0, 15.0]
   points[0, 2] = [4.5, 7.5]
   points[1, 3] = [-10.0, 40.0]
-  got = np.asarray(weights.landmark_weights(maps, points, radius=radius))
+  got = np.asarray(confidence.landmark_confidence(maps, points, radius=radius))
   np.testing.assert_allclose(got, naive_weights(maps, points, radius),
                              rtol=1e-5, atol=1e-6)
 
@@ -57,32 +57,32 @@ def test_hand_computed_values():
   # 1 face, 1 landmark, 5x5 map with values 0..24 (row-major).
   maps = np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1)
   # Centre (2, 2), r = 1: mean of rows 1-3, cols 1-3 = mean(6,7,8,11,...,18).
-  w = weights.landmark_weights(maps, np.array([[[2.2, 1.6]]]), radius=1, clip=False)
+  w = confidence.landmark_confidence(maps, np.array([[[2.2, 1.6]]]), radius=1, clip=False)
   assert float(w[0, 0]) == pytest.approx(12.0)
   # Corner (0, 0), r = 1: in-bounds pixels (0,0),(0,1),(1,0),(1,1) -> 0,1,5,6.
-  w = weights.landmark_weights(maps, np.array([[[0.0, 0.0]]]), radius=1, clip=False)
+  w = confidence.landmark_confidence(maps, np.array([[[0.0, 0.0]]]), radius=1, clip=False)
   assert float(w[0, 0]) == pytest.approx(3.0)
 
 
 def test_perfect_disc_gives_one_inside_and_on_border():
   score_radius = 3
-  radius = weights.default_weight_radius(score_radius)
+  radius = confidence.default_weight_radius(score_radius)
   assert radius == 2
   pts = np.array([[[10.0, 12.0], [0.0, 7.0], [31.0, 31.0]]], np.float32)
   maps = disc_maps(pts, 32, 32, score_radius)
-  w = np.asarray(weights.landmark_weights(maps, pts, radius=radius))
+  w = np.asarray(confidence.landmark_confidence(maps, pts, radius=radius))
   np.testing.assert_allclose(w, 1.0)
   # The literal (2r+1)^2 window of r = score_radius is only partly covered.
-  w3 = np.asarray(weights.landmark_weights(maps, pts, radius=score_radius))
+  w3 = np.asarray(confidence.landmark_confidence(maps, pts, radius=score_radius))
   assert w3[0, 0] == pytest.approx(29 / 49)
   # An empty score map (occluded point) gives 0.
-  w0 = weights.landmark_weights(np.zeros_like(maps), pts, radius=radius)
+  w0 = confidence.landmark_confidence(np.zeros_like(maps), pts, radius=radius)
   np.testing.assert_allclose(np.asarray(w0), 0.0)
 
 
 def test_shape_check():
   with pytest.raises(Exception):
-    weights.landmark_weights(np.zeros((2, 8, 8, 3)), np.zeros((2, 4, 2)), 1)
+    confidence.landmark_confidence(np.zeros((2, 8, 8, 3)), np.zeros((2, 4, 2)), 1)
 
 
 def test_weights_are_clipped_confidences():
@@ -92,7 +92,7 @@ def test_weights_are_clipped_confidences():
   maps[0, :, :, 1] = 1.6        # above one -> 1
   maps[0, :, :, 2] = 0.4
   pts = np.full((1, 3, 2), 4.0, np.float32)
-  w = np.asarray(weights.landmark_weights(maps, pts, 1))
+  w = np.asarray(confidence.landmark_confidence(maps, pts, 1))
   np.testing.assert_allclose(w[0], [0.0, 1.0, 0.4], atol=1e-6)
-  raw = np.asarray(weights.landmark_weights(maps, pts, 1, clip=False))
+  raw = np.asarray(confidence.landmark_confidence(maps, pts, 1, clip=False))
   np.testing.assert_allclose(raw[0], [-0.7, 1.6, 0.4], atol=1e-6)

@@ -9,6 +9,7 @@ import pytest
 from configs import test as test_config
 from sgfan_jax import augment
 from sgfan_jax import checkpoints as ckpt_lib
+from sgfan_jax import inference
 from sgfan_jax import train
 from tfds_builders import build
 
@@ -141,6 +142,6 @@ def test_eval_step_compiles_once_and_maps_to_image(sample):
   _, pts_in, out_to_crop = augment.eval_transform(
       batch["image"], batch["landmarks"], window_side=spec.window_side,
       out_size=spec.input_size)
-  back = train.output_to_image(pts_in, out_to_crop, batch["crop_to_image"])
+  back = inference.output_to_image(pts_in, out_to_crop, batch["crop_to_image"])
   np.testing.assert_allclose(np.asarray(back), batch["landmarks_original"],
                              atol=1e-2)

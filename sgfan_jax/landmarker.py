@@ -1,0 +1,280 @@
+"""Landmarks on anyone's photos: ``sgfan_jax.Landmarker``.
+
+  lm = sgfan_jax.Landmarker.from_pretrained()          # shipped model, offline
+  lm = sgfan_jax.Landmarker.from_checkpoint(workdir)    # any training workdir
+  faces = lm.detect("photo.jpg")                        # bundled face detector
+  faces = lm.detect(image, boxes=[[x0, y0, x1, y1]])    # your boxes (detector
+                                                        # convention)
+  faces = lm.detect(image, boxes=b, box_format="landmarks")  # tight boxes of
+                                                        # the 68 points
+  face.points, face.raw_points, face.confidence, face.occluded, face.box
+
+Each face box is turned into the model's face box (the tight landmark box
+it was trained with: ``box_map`` maps the detector's convention to it), cut
+out as in the TFDS builders (``crop.crop_image``: a square of
+``crop_context`` times the box side), and every face of every image goes
+through one jitted :func:`inference.predict_crops` at a fixed batch
+(``predict.batch_size``, padded), so face counts never cause a recompile.
+Coordinates are 0-based ``(x, y)`` pixels of the original (EXIF-upright)
+image, pixel-centre convention (docs/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import jax
+import numpy as np
+from PIL import Image
+
+from sgfan_jax import box_map as box_map_lib
+from sgfan_jax import crop
+from sgfan_jax import detectors as detectors_lib
+from sgfan_jax import inference
+from sgfan_jax import ksvd
+from sgfan_jax import layouts
+
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              "pretrained")
+DEFAULT_MODEL = "sgfan_lite_300w"
+BOX_FORMATS = ("detector", "landmarks")
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+@dataclasses.dataclass
+class Face:
+  """One face's landmarks (original-image pixels, 0-based ``(x, y)``).
+
+  Attributes:
+    points: float32 ``[N, 2]`` refined landmarks (Eq. 2; = raw_points for
+      points the refinement keeps).
+    raw_points: float32 ``[N, 2]`` heatmap decoding (Eq. 4).
+    confidence: float32 ``[N]`` Eq. 1 confidence in [0, 1].
+    occluded: bool ``[N]``: confidence below ``refine.weight_threshold``.
+    box: float32 ``[4]`` the face box as found or given, ``[x0, y0, x1, y1]``
+      in its own convention (``box_format``).
+    box_score: detector score (None for boxes given by the caller).
+    face_box: float32 ``[4]`` the box in the model's convention (the tight
+      landmark box the crop is centred on).
+  """
+  points: np.ndarray
+  raw_points: np.ndarray
+  confidence: np.ndarray
+  occluded: np.ndarray
+  box: np.ndarray
+  box_score: Optional[float]
+  face_box: np.ndarray
+
+  def to_dict(self) -> Dict[str, Any]:
+    """JSON-ready dict (lists, rounded)."""
+    return {
+        "box": np.round(self.box, 2).tolist(),
+        "box_score": (None if self.box_score is None
+                      else round(float(self.box_score), 4)),
+        "face_box": np.round(self.face_box, 2).tolist(),
+        "points": np.round(self.points, 3).tolist(),
+        "raw_points": np.round(self.raw_points, 3).tolist(),
+        "confidence": np.round(self.confidence, 4).tolist(),
+        "occluded": self.occluded.astype(bool).tolist(),
+    }
+
+
+class Landmarker:
+  """68 landmarks with per-point confidence for every face in an image.
+
+  Args:
+    bundle: the model (``inference.load_model`` / ``load_workdir``).
+    detector: a detector name ('dlib_hog', 'none'), a detector object with
+      ``detect(image) -> (boxes, scores)`` or None (= ``predict.detector``
+      of the model's config).
+    box_map: maps the detector's boxes (and ``box_format='detector'`` user
+      boxes) to the model's box convention; None = the bundled map of the
+      detector ('none' needs none).
+    batch_size: faces per forward pass (None = ``predict.batch_size``).
+    refine: apply the score-guided refinement (Eq. 2) when the model has a
+      shape dictionary.
+  """
+
+  def __init__(self, bundle: inference.ModelBundle, *,
+               detector: Any = None,
+               box_map: Optional[box_map_lib.BoxMap] = None,
+               batch_size: Optional[int] = None, refine: bool = True):
+    self.bundle = bundle
+    self.config = bundle.config
+    pc = self.config.predict
+    self.layout = layouts.get_layout(self.config.data.layout)
+    self.model = inference.create_model(self.config)
+    inference.check_variables(self.model, bundle.variables,
+                              self.config.model.input_size, bundle.source)
+    self.variables = jax.device_put(bundle.variables)
+    self.spec = inference.inference_spec(self.config, bundle.metadata)
+    self.crop_size = int(bundle.metadata["crop_size"])
+    self.crop_context = float(bundle.metadata["crop_context"])
+    self.batch_size = int(batch_size or pc.batch_size)
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    self.dictionary = (ksvd.as_device(bundle.dictionary)
+                       if refine and bundle.dictionary is not None else None)
+    self.occluded_threshold = float(self.config.refine.weight_threshold)
+    self._predict = inference.make_predict_fn(self.model, self.spec)
+    if detector is None:
+      detector = pc.detector
+    if isinstance(detector, str):
+      name = detector
+      detector = (detectors_lib.get_detector(
+          name, upsample=pc.detector_upsample,
+          max_side=pc.detector_max_side, adjust_threshold=pc.min_box_score)
+                  if name == "dlib_hog" else detectors_lib.get_detector(name))
+    self.detector = detector
+    self.detector_name = getattr(detector, "name", type(detector).__name__)
+    if box_map is None and self.detector_name in box_map_lib.DEFAULT_MAPS:
+      box_map = box_map_lib.load_default(self.detector_name)
+    elif box_map is None and self.detector_name != "none":
+      box_map = box_map_lib.load_default(detectors_lib.DEFAULT_DETECTOR)
+    self.box_map = box_map          # None only for detector 'none'
+
+  # ----------------------------------------------------------- construction
+
+  @classmethod
+  def from_pretrained(cls, name_or_path: str = DEFAULT_MODEL,
+                      **kwargs) -> "Landmarker":
+    """The model shipped in ``sgfan_jax/pretrained/`` (offline), by name or
+    a model folder's path."""
+    path = name_or_path
+    if not os.path.isdir(path):
+      path = os.path.join(PRETRAINED_DIR, name_or_path)
+    if not os.path.isdir(path):
+      have = (sorted(os.listdir(PRETRAINED_DIR))
+              if os.path.isdir(PRETRAINED_DIR) else [])
+      raise inference.ModelFileError(
+          f"no pretrained model {name_or_path!r} (shipped: "
+          f"{', '.join(have) or 'none'}; or give a model folder path)")
+    return cls(inference.load_model(path), **kwargs)
+
+  @classmethod
+  def from_checkpoint(cls, workdir: str, step: Optional[int] = None,
+                      **kwargs) -> "Landmarker":
+    """A training workdir: its best checkpoint (else latest, or ``step``)."""
+    return cls(inference.load_workdir(workdir, step), **kwargs)
+
+  # -------------------------------------------------------------- detection
+
+  def face_boxes(self, image: np.ndarray, boxes=None,
+                 box_format: str = "detector"):
+    """The faces of one image: ``(boxes, scores, face_boxes)``.
+
+    Args:
+      image: uint8 ``[H, W, 3]``.
+      boxes: ``[K, 4]`` boxes or None (run the detector).
+      box_format: 'detector' (the detector's convention, mapped by
+        ``box_map``) or 'landmarks' (tight boxes of the points).
+
+    Returns:
+      float32 ``[K, 4]`` boxes as given/found, their scores (None for given
+      boxes), and float32 ``[K, 4]`` boxes in the model's convention.
+    """
+    if box_format not in BOX_FORMATS:
+      raise ValueError(f"box_format must be one of {BOX_FORMATS}, got "
+                       f"{box_format!r}")
+    if boxes is not None:
+      boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+      bad = ~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) &
+              np.isfinite(boxes).all(1))
+      if bad.any():
+        raise ValueError(f"face boxes must be [x0, y0, x1, y1] with x1 > x0 "
+                         f"and y1 > y0, got {boxes[bad][0].tolist()}")
+      scores = [None] * len(boxes)
+      if box_format == "landmarks":
+        return boxes, scores, boxes.copy()
+      if self.box_map is None:
+        raise ValueError("box_format='detector' needs a box map; the "
+                         "detector 'none' has none (use 'landmarks')")
+      return boxes, scores, self.box_map.apply(boxes).astype(np.float32)
+    found, found_scores = self.detector.detect(image)
+    found = np.asarray(found, np.float32).reshape(-1, 4)
+    scores = [float(s) for s in np.asarray(found_scores).reshape(-1)]
+    if self.detector_name == "none":
+      return found, scores, np.stack([self.whole_image_face_box(image)]
+                                     * len(found)).reshape(-1, 4)
+    return found, scores, self.box_map.apply(found).astype(np.float32)
+
+  def whole_image_face_box(self, image: np.ndarray) -> np.ndarray:
+    """Model-convention face box for which the network sees the whole
+    (centred, shorter-side) image: side ``min(H, W) / face_context``."""
+    h, w = image.shape[:2]
+    side = min(w, h) / float(self.config.data.face_context)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    return np.asarray([cx - side / 2, cy - side / 2, cx + side / 2,
+                       cy + side / 2], np.float32)
+
+  def detect(self, image: ImageLike, boxes=None,
+             box_format: str = "detector") -> List[Face]:
+    """Landmarks of every face of one image (``[]`` when there is none).
+
+    Args:
+      image: a file path, a PIL image or an ``[H, W, 3]`` uint8 array.
+      boxes: ``[[x0, y0, x1, y1], ...]`` face boxes, or None to detect.
+      box_format: 'detector' or 'landmarks' (see :meth:`face_boxes`).
+    """
+    return self.detect_batch([image], None if boxes is None else [boxes],
+                             box_format)[0]
+
+  def detect_batch(self, images: Sequence[ImageLike],
+                   boxes: Optional[Sequence[Any]] = None,
+                   box_format: str = "detector") -> List[List[Face]]:
+    """:meth:`detect` over many images; all faces share padded batches.
+
+    ``boxes``: None, or one entry per image (None = detect in that image).
+    """
+    if boxes is not None and len(boxes) != len(images):
+      raise ValueError(f"got {len(boxes)} box lists for {len(images)} images")
+    jobs = []       # (image index, box, score, face box, crop, crop_to_image)
+    for i, source in enumerate(images):
+      pil = crop.load_photo(source)
+      array = np.asarray(pil)
+      b = None if boxes is None else boxes[i]
+      found, scores, face_boxes = self.face_boxes(array, b, box_format)
+      for box, score, fbox in zip(found, scores, face_boxes):
+        side, ex, ey = crop.crop_transform(fbox, self.crop_context)
+        pixels = crop.crop_image(pil, side, ex, ey, self.crop_size)
+        m = crop.crop_to_image_matrix(side, ex, ey, self.crop_size)
+        jobs.append((i, box, score, fbox, pixels, m))
+    results: List[List[Face]] = [[] for _ in images]
+    if not jobs:
+      return results
+    preds = self.predict_crops(np.stack([j[4] for j in jobs]),
+                               np.stack([j[5] for j in jobs]))
+    for k, (i, box, score, fbox, _, _) in enumerate(jobs):
+      conf = preds["confidence"][k]
+      results[i].append(Face(
+          points=preds["points"][k], raw_points=preds["raw_points"][k],
+          confidence=conf, occluded=conf < self.occluded_threshold,
+          box=np.asarray(box, np.float32), box_score=score,
+          face_box=np.asarray(fbox, np.float32)))
+    return results
+
+  def predict_crops(self, crops: np.ndarray,
+                    crop_to_image: np.ndarray) -> Dict[str, np.ndarray]:
+    """Stored-convention crops ``[M, S, S, 3]`` -> numpy predictions.
+
+    Runs in fixed batches of ``batch_size`` (the last one zero-padded), so
+    the jitted function is traced once whatever ``M`` is.
+    """
+    m = len(crops)
+    b = self.batch_size
+    out = {}
+    for start in range(0, m, b):
+      chunk = crops[start:start + b]
+      mats = crop_to_image[start:start + b]
+      pad = b - len(chunk)
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
+                                                chunk.dtype)])
+        mats = np.concatenate([mats, np.repeat(mats[:1], pad, 0)])
+      pred = self._predict(self.variables, chunk, mats, self.dictionary)
+      for key, value in pred.items():
+        out.setdefault(key, []).append(np.asarray(value)[:b - pad])
+    return {k: np.concatenate(v) for k, v in out.items()}
