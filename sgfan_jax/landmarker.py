@@ -82,6 +82,17 @@ class Face:
     }
 
 
+@dataclasses.dataclass
+class PreparedImage:
+  """One image read and cropped, waiting for the network (``prepare``)."""
+  image: Image.Image            # RGB, EXIF-upright
+  boxes: np.ndarray             # [K, 4] boxes as found / given
+  scores: List[Optional[float]]
+  face_boxes: np.ndarray        # [K, 4] model-convention boxes
+  crops: np.ndarray             # uint8 [K, S, S, 3]
+  crop_to_image: np.ndarray     # [K, 2, 3]
+
+
 class Landmarker:
   """68 landmarks with per-point confidence for every face in an image.
 
@@ -231,29 +242,50 @@ class Landmarker:
     """
     if boxes is not None and len(boxes) != len(images):
       raise ValueError(f"got {len(boxes)} box lists for {len(images)} images")
-    jobs = []       # (image index, box, score, face box, crop, crop_to_image)
-    for i, source in enumerate(images):
-      pil = crop.load_photo(source)
-      array = np.asarray(pil)
-      b = None if boxes is None else boxes[i]
-      found, scores, face_boxes = self.face_boxes(array, b, box_format)
-      for box, score, fbox in zip(found, scores, face_boxes):
-        side, ex, ey = crop.crop_transform(fbox, self.crop_context)
-        pixels = crop.crop_image(pil, side, ex, ey, self.crop_size)
-        m = crop.crop_to_image_matrix(side, ex, ey, self.crop_size)
-        jobs.append((i, box, score, fbox, pixels, m))
-    results: List[List[Face]] = [[] for _ in images]
-    if not jobs:
-      return results
-    preds = self.predict_crops(np.stack([j[4] for j in jobs]),
-                               np.stack([j[5] for j in jobs]))
-    for k, (i, box, score, fbox, _, _) in enumerate(jobs):
-      conf = preds["confidence"][k]
-      results[i].append(Face(
-          points=preds["points"][k], raw_points=preds["raw_points"][k],
-          confidence=conf, occluded=conf < self.occluded_threshold,
-          box=np.asarray(box, np.float32), box_score=score,
-          face_box=np.asarray(fbox, np.float32)))
+    prepared = [self.prepare(source, None if boxes is None else boxes[i],
+                             box_format) for i, source in enumerate(images)]
+    return self.finish(prepared)
+
+  def prepare(self, source: ImageLike, boxes=None,
+              box_format: str = "detector") -> PreparedImage:
+    """Host half of :meth:`detect`: read, find the faces, cut the crops.
+
+    Raises:
+      crop.DataError: unreadable image (the message names the file).
+      ValueError: bad boxes.
+    """
+    pil = crop.load_photo(source)
+    array = np.asarray(pil)
+    found, scores, face_boxes = self.face_boxes(array, boxes, box_format)
+    crops = np.zeros((len(found), self.crop_size, self.crop_size, 3),
+                     np.uint8)
+    mats = np.zeros((len(found), 2, 3), np.float32)
+    for k, fbox in enumerate(face_boxes):
+      side, ex, ey = crop.crop_transform(fbox, self.crop_context)
+      crops[k] = crop.crop_image(pil, side, ex, ey, self.crop_size)
+      mats[k] = crop.crop_to_image_matrix(side, ex, ey, self.crop_size)
+    return PreparedImage(pil, found, list(scores), face_boxes, crops, mats)
+
+  def finish(self, prepared: Sequence[PreparedImage]) -> List[List[Face]]:
+    """Device half: every face of ``prepared`` through the network."""
+    counts = [len(p.boxes) for p in prepared]
+    if not sum(counts):
+      return [[] for _ in prepared]
+    preds = self.predict_crops(np.concatenate([p.crops for p in prepared]),
+                               np.concatenate([p.crop_to_image
+                                               for p in prepared]))
+    results, k = [], 0
+    for p in prepared:
+      faces = []
+      for box, score, fbox in zip(p.boxes, p.scores, p.face_boxes):
+        conf = preds["confidence"][k]
+        faces.append(Face(
+            points=preds["points"][k], raw_points=preds["raw_points"][k],
+            confidence=conf, occluded=conf < self.occluded_threshold,
+            box=np.asarray(box, np.float32), box_score=score,
+            face_box=np.asarray(fbox, np.float32)))
+        k += 1
+      results.append(faces)
     return results
 
   def predict_crops(self, crops: np.ndarray,

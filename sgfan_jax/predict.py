@@ -1,165 +1,320 @@
-"""Landmarks with a per-point confidence on your own photos.
+r"""Landmarks on image files and folders: ``python -m sgfan_jax.predict``.
 
-  python -m sgfan_jax.predict --config configs/lite.py --workdir DIR \
-      --out predictions/ photo1.jpg photo2.png [--box 120,80,360,330]
+  python -m sgfan_jax.predict photo.jpg photos/ --out preds/
+  python -m sgfan_jax.predict photos/ --out preds/ --workdir ~/sgfan/lite
+  python -m sgfan_jax.predict crops/ --out preds/ --detector=none
+  python -m sgfan_jax.predict group.jpg --out preds/ --box=120,80,360,330
+  python -m sgfan_jax.predict photos/ --out preds/ --boxes=boxes.json
+  sgfan-jax predict photos/ --out preds/          # installed console script
 
-For each image: the face box is ``--box x0,y0,x1,y1`` (pixels), else the
-landmark box of a ``.pts`` file beside the image, else the whole image is
-taken as a face crop (box = the image shrunk by ``data.face_context``, so
-the network sees the whole image). The face is cropped exactly as the TFDS
-builders do, the network runs, and the command writes per image:
+INPUT: image files and folders (searched recursively for
+jpg/jpeg/png/bmp/ppm/pgm/webp/tif/tiff, any case). The model is the shipped
+one (``sgfan_jax/pretrained/``) unless ``--workdir`` (a training workdir) or
+``--model`` (a model folder) is given. Faces come from the bundled detector
+(``--detector``), or from ``--box`` (every image) / ``--boxes FILE``
+(per image: JSON ``{"image": [[x0, y0, x1, y1], ...]}`` or CSV rows
+``image,x0,y0,x1,y1``; ``image`` is the path as listed or its file name;
+images not in the file are detected). ``--box_format=landmarks`` says the
+given boxes are tight boxes of the 68 points (the 300-W protocol) instead of
+detector boxes.
 
-* ``NAME.pts``: the 68 refined landmarks (300-W format, 1-based);
-* ``NAME.json``: baseline and refined points (0-based pixels), the Eq. 1
-  weight of every point (its confidence: low = likely occluded), and which
-  points the refinement replaced;
-* ``NAME.png``: the image with the points drawn, coloured by confidence.
-
-The model is the best checkpoint in DIR (else the latest); refinement uses
-``DIR/shape_dictionary.npz`` when present.
+Writes, for an input ``DIR/sub/NAME.jpg`` found under a folder ``DIR``,
+``OUT/sub/NAME.json`` (every face: box, box score, points, raw points,
+confidence, occluded, the coordinate convention), ``OUT/sub/NAME_<k>.pts``
+(one 300-W file per face, 1-based, k = 1, 2, ...), ``OUT/sub/NAME.png`` (the
+overlay: green dots = visible points, red crosses = occluded points, yellow
+box) and, for the run, ``OUT/summary.csv`` (file, faces, status, reason).
+A bad file (not an image, empty, truncated), an unreadable folder or an
+image without a face gets one summary line with the reason and the run goes
+on; the exit code is 1 if any input failed, else 0.
 """
 
+from __future__ import annotations
+
+import csv
 import json
 import os
-from typing import Optional, Sequence
+import sys
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 import numpy as np
+import tqdm
+
+from sgfan_jax import crop
+from sgfan_jax import drawing
+from sgfan_jax import inference
+from sgfan_jax import logs
+from sgfan_jax import landmarker as landmarker_lib
+from sgfan_jax import pts_io
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm",
+                    ".webp", ".tif", ".tiff")
+SUMMARY_FIELDS = ("file", "faces", "status", "reason", "outputs")
+COORDINATES = ("0-based (x, y) pixels of the EXIF-upright image, pixel-centre "
+               "convention (the centre of pixel [row i, column j] is x=j, "
+               "y=i); .pts files are 1-based")
+# Pending crops that trigger a forward pass (a multiple of the batch keeps
+# the padded batches full).
+FLUSH_BATCHES = 4
 
 FLAGS = flags.FLAGS
 
 
-def _define_flags():
-  """Command-line flags (defined only when run as a command, so importing
+def define_flags() -> None:
+  """The command's flags (defined only when run as a command, so importing
   this module next to other absl programs does not clash)."""
-  config_flags.DEFINE_config_file("config", None, "Config the model was "
-                                  "trained with.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Training workdir (checkpoints).")
   flags.DEFINE_string("out", "predictions", "Output folder.")
-  flags.DEFINE_string("box", None, "Face box x0,y0,x1,y1 in pixels (for "
-                      "all images).")
+  flags.DEFINE_string("workdir", None, "Training workdir to load (best "
+                      "checkpoint); default: the shipped model.")
+  flags.DEFINE_string("model", None, "Model folder or shipped model name "
+                      f"(default {landmarker_lib.DEFAULT_MODEL}).")
+  flags.DEFINE_string("box", None, "Face box x0,y0,x1,y1 for every image.")
+  flags.DEFINE_string("boxes", None, "JSON or CSV file of face boxes per "
+                      "image.")
+  flags.DEFINE_enum("box_format", "detector", list(landmarker_lib.BOX_FORMATS),
+                    "Convention of --box/--boxes: the detector's or the tight "
+                    "landmark box.")
+  flags.DEFINE_string("detector", None, "Face detector: dlib_hog or none "
+                      "(whole image = one face); default: the model config's "
+                      "predict.detector.")
+  flags.DEFINE_integer("batch_size", None, "Faces per forward pass (default: "
+                       "the model config's predict.batch_size).")
+  flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
-def face_box_for(path: str, image_size, box: Optional[str], face_context):
-  """[4] face box: --box, else a .pts beside the image, else the image."""
-  # pylint: disable=g-import-not-at-top
-  from sgfan_jax import pts_io
-  from sgfan_jax import crop
-  if box:
-    try:
-      values = [float(v) for v in box.split(",")]
-    except ValueError:
-      values = []
-    if len(values) != 4 or values[2] <= values[0] or values[3] <= values[1]:
-      raise ValueError(f"--box must be x0,y0,x1,y1 with x1 > x0 and y1 > y0, "
-                       f"got {box!r}")
-    return np.asarray(values, np.float32)
-  pts = os.path.splitext(path)[0] + ".pts"
-  if os.path.exists(pts):
-    return crop.landmark_box(pts_io.read_pts(pts, expected_points=None))
-  w, h = image_size
-  side = min(w, h) / face_context
-  cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-  return np.asarray([cx - side / 2, cy - side / 2, cx + side / 2,
-                     cy + side / 2], np.float32)
+class InputError(ValueError):
+  """A bad command-line input (message for the user)."""
 
 
-def prepare(path: str, box: Optional[str], face_context: float,
-            crop_size: int, crop_context: float):
-  """One image -> (batch of 1 for eval_step, the PIL image)."""
-  from sgfan_jax import crop  # pylint: disable=g-import-not-at-top
-  im = crop.load_image_rgb(path)
-  face_box = face_box_for(path, im.size, box, face_context)
-  side, ex, ey = crop.crop_transform(face_box, crop_context)
-  pixels = crop.crop_image(im, side, ex, ey, crop_size)
-  batch = {
-      "image": pixels[None],
-      "landmarks": np.zeros((1, 1, 2), np.float32),   # no ground truth
-      "crop_to_image": crop.crop_to_image_matrix(side, ex, ey,
-                                                 crop_size)[None],
+def find_images(inputs: Sequence[str]) -> Iterator[Tuple[str, str, str]]:
+  """Expands files and folders into ``(path, output stem, error)``.
+
+  Folders are walked recursively (sorted); the output stem keeps the path
+  below the folder. An input that is missing or an unreadable folder
+  yields ``(path, '', reason)``.
+  """
+  used = set()
+
+  def unique(stem):
+    out, k = stem, 2
+    while out in used:
+      out, k = f"{stem}_{k}", k + 1
+    used.add(out)
+    return out
+
+  for item in inputs:
+    if os.path.isdir(item):
+      errors = []
+      found = []
+      for root, dirs, files in os.walk(item, onerror=errors.append):
+        dirs.sort()
+        for name in sorted(files):
+          if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            found.append(os.path.join(root, name))
+      for e in errors:
+        yield (getattr(e, "filename", None) or item, "",
+               f"unreadable folder: {e.strerror or e}")
+      for path in found:
+        rel = os.path.splitext(os.path.relpath(path, item))[0]
+        yield path, unique(rel), ""
+    elif os.path.isfile(item):
+      yield item, unique(os.path.splitext(os.path.basename(item))[0]), ""
+    else:
+      yield item, "", "no such file or folder"
+
+
+def parse_box(text: str) -> List[float]:
+  try:
+    values = [float(v) for v in text.split(",")]
+  except ValueError:
+    values = []
+  if (len(values) != 4 or not values[2] > values[0] or
+      not values[3] > values[1]):
+    raise InputError(f"--box must be x0,y0,x1,y1 with x1 > x0 and y1 > y0, "
+                     f"got {text!r}")
+  return values
+
+
+def read_boxes(path: str) -> Dict[str, List[List[float]]]:
+  """``--boxes`` file -> {image key: [[x0, y0, x1, y1], ...]}."""
+  if not os.path.isfile(path):
+    raise InputError(f"--boxes {path}: file not found")
+  boxes: Dict[str, List[List[float]]] = {}
+  try:
+    if path.lower().endswith(".json"):
+      with open(path) as f:
+        data = json.load(f)
+      if not isinstance(data, dict):
+        raise InputError(f"--boxes {path}: expected a JSON object "
+                         "{image: [[x0, y0, x1, y1], ...]}")
+      for key, value in data.items():
+        arr = np.asarray(value, np.float64).reshape(-1, 4)
+        boxes[key] = arr.tolist()
+    else:
+      with open(path, newline="") as f:
+        for i, row in enumerate(csv.reader(f), 1):
+          if not row or row[0].startswith("#"):
+            continue
+          if i == 1 and row[0].strip().lower() in ("file", "image", "path"):
+            continue
+          if len(row) != 5:
+            raise InputError(f"--boxes {path}, line {i}: expected "
+                             f"image,x0,y0,x1,y1, got {len(row)} fields")
+          boxes.setdefault(row[0].strip(), []).append(
+              [float(v) for v in row[1:]])
+  except (ValueError, TypeError) as e:
+    if isinstance(e, InputError):
+      raise
+    raise InputError(f"--boxes {path}: {e}") from None
+  return boxes
+
+
+def boxes_for(path: str, table: Optional[Dict[str, list]],
+              box: Optional[List[float]]):
+  if box is not None:
+    return [box]
+  if table:
+    for key in (path, os.path.normpath(path), os.path.basename(path)):
+      if key in table:
+        return table[key]
+  return None
+
+
+def write_outputs(out: str, stem: str, prepared, faces, source: str,
+                  model: str) -> List[str]:
+  """NAME.json, NAME_<k>.pts and NAME.png for one image; returns paths."""
+  base = os.path.join(out, stem)
+  os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
+  written = []
+  for k, face in enumerate(faces, 1):
+    pts_path = f"{base}_{k}.pts"
+    pts_io.write_pts(pts_path, face.points)
+    written.append(pts_path)
+  record = {
+      "image": os.path.abspath(source),
+      "width": prepared.image.width,
+      "height": prepared.image.height,
+      "model": model,
+      "coordinates": COORDINATES,
+      "faces": [f.to_dict() for f in faces],
   }
-  return batch, im
+  with open(base + ".json", "w") as f:
+    json.dump(record, f)
+  drawing.face_overlay(prepared.image, faces).save(base + ".png")
+  return [base + ".json"] + written + [base + ".png"]
 
 
-def draw(im, points, weights, threshold, path):
-  """Saves the image with points coloured green (confident) to red."""
-  from PIL import ImageDraw  # pylint: disable=g-import-not-at-top
-  im = im.copy()
-  d = ImageDraw.Draw(im)
-  r = max(1.5, max(im.size) / 250)
-  for (x, y), w in zip(points, weights):
-    w = float(np.clip(w, 0, 1))
-    colour = (int(255 * (1 - w)), int(200 * w), 0)
-    shape = d.ellipse if w >= threshold else d.rectangle
-    shape([x - r, y - r, x + r, y + r], fill=colour)
-  im.save(path)
-
-
-def predict_files(config, workdir: str, paths: Sequence[str], out: str,
-                  box: Optional[str] = None):
-  """Runs the model on image files; returns {path: result dict}."""
-  # pylint: disable=g-import-not-at-top
-  from sgfan_jax import layouts
-  from sgfan_jax import ksvd
-  from sgfan_jax import pts_io
-  from sgfan_jax import run
-  from sgfan_jax import train
-  from sgfan_jax import crop
-  layout = layouts.get_layout(config.data.layout)
-  state = run.restore_for_eval(config, workdir, layout.num_points,
-                               config.batch_size)
-  dic_path = os.path.join(workdir, run.DICTIONARY_FILE)
-  dictionary = None
-  if config.refine.enabled and os.path.exists(dic_path):
-    dictionary = ksvd.as_device(ksvd.load_dictionary(dic_path))
-  meta = {"crop_size": crop.CROP_SIZE, "crop_context": crop.CROP_CONTEXT,
-          "layout": layout.name}
-  spec = train.step_spec(config, meta)
-  eval_fn = train.make_eval_step(spec)
+def predict_paths(lm: landmarker_lib.Landmarker, inputs: Sequence[str],
+                  out: str, box: Optional[List[float]] = None,
+                  boxes: Optional[Dict[str, list]] = None,
+                  box_format: str = "detector",
+                  progress: bool = True) -> List[Dict[str, str]]:
+  """Runs ``lm`` over image files/folders; returns the summary rows."""
   os.makedirs(out, exist_ok=True)
-  results = {}
-  for path in paths:
-    batch, im = prepare(path, box, config.data.face_context, crop.CROP_SIZE,
-                        crop.CROP_CONTEXT)
-    pred = {k: np.asarray(v)[0] for k, v in
-            eval_fn(state, batch, dictionary).items()}
-    replaced = (pred["weights"] < spec.refine_threshold) & (
-        dictionary is not None)
-    name = os.path.splitext(os.path.basename(path))[0]
-    pts_io.write_pts(os.path.join(out, name + ".pts"), pred["refined"])
-    result = {
-        "image": os.path.abspath(path),
-        "points": pred["points"].round(3).tolist(),
-        "refined": pred["refined"].round(3).tolist(),
-        "confidence": pred["weights"].round(4).tolist(),
-        "replaced": np.flatnonzero(replaced).tolist(),
-        "coordinates": "0-based pixels, x then y",
-    }
-    with open(os.path.join(out, name + ".json"), "w") as f:
-      json.dump(result, f)
-    draw(im, pred["refined"], pred["weights"], spec.refine_threshold,
-         os.path.join(out, name + ".png"))
-    print(f"{path}: mean confidence {pred['weights'].mean():.3f}, "
-          f"{len(result['replaced'])} points re-estimated -> "
-          f"{os.path.join(out, name)}.{{pts,json,png}}")
-    results[path] = result
-  return results
+  rows: List[Dict[str, str]] = []
+  pending: List[tuple] = []       # (path, stem, prepared)
+  items = list(find_images(inputs))
+  bar = tqdm.tqdm(items, unit="image", disable=not progress, file=sys.stderr)
+
+  def flush():
+    if not pending:
+      return
+    results = lm.finish([p for _, _, p in pending])
+    for (path, stem, prepared), faces in zip(pending, results):
+      try:
+        written = write_outputs(out, stem, prepared, faces, path,
+                                lm.bundle.source)
+      except OSError as e:
+        rows.append(_row(path, len(faces), "error",
+                         f"cannot write outputs: {e}"))
+        continue
+      if faces:
+        rows.append(_row(path, len(faces), "ok", "", written))
+      else:
+        rows.append(_row(path, 0, "no_face", "no face found", written))
+    pending.clear()
+
+  for path, stem, error in bar:
+    if error:
+      rows.append(_row(path, 0, "error", error))
+      continue
+    try:
+      prepared = lm.prepare(path, boxes_for(path, boxes, box), box_format)
+    except (crop.DataError, ValueError, OSError) as e:
+      rows.append(_row(path, 0, "error", str(e)))
+      continue
+    pending.append((path, stem, prepared))
+    if sum(len(p.boxes) for _, _, p in pending) >= (
+        FLUSH_BATCHES * lm.batch_size):
+      flush()
+  flush()
+  bar.close()
+  order = {path: i for i, (path, _, _) in enumerate(items)}
+  rows.sort(key=lambda r: order.get(r["file"], len(order)))
+  with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+  return rows
 
 
-def main(argv):
-  if len(argv) < 2:
-    raise app.UsageError("give one or more image files")
-  if not FLAGS.config or not FLAGS.workdir:
-    raise app.UsageError("--config and --workdir are required")
-  from sgfan_jax import logs  # pylint: disable=g-import-not-at-top
+def _row(path, faces, status, reason, outputs=()):
+  # Errors from the readers start with the file name; the row has it.
+  if reason.startswith(path + ": "):
+    reason = reason[len(path) + 2:]
+  return {"file": path, "faces": str(faces), "status": status,
+          "reason": reason, "outputs": ";".join(outputs)}
+
+
+def load_landmarker(workdir: Optional[str], model: Optional[str],
+                    detector: Optional[str], batch_size: Optional[int]):
+  if workdir and model:
+    raise InputError("give --workdir or --model, not both")
+  kwargs = {"detector": detector, "batch_size": batch_size}
+  if workdir:
+    return landmarker_lib.Landmarker.from_checkpoint(workdir, **kwargs)
+  return landmarker_lib.Landmarker.from_pretrained(
+      model or landmarker_lib.DEFAULT_MODEL, **kwargs)
+
+
+def run_command(inputs: Sequence[str]) -> int:
+  """The command (flags parsed); returns the exit code."""
+  if not inputs:
+    raise app.UsageError("give one or more image files or folders")
+  try:
+    box = parse_box(FLAGS.box) if FLAGS.box else None
+    table = read_boxes(FLAGS.boxes) if FLAGS.boxes else None
+    lm = load_landmarker(FLAGS.workdir, FLAGS.model, FLAGS.detector,
+                         FLAGS.batch_size)
+  except (InputError, inference.ModelFileError, ImportError,
+          ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  rows = predict_paths(lm, inputs, FLAGS.out, box, table, FLAGS.box_format,
+                       FLAGS.progress)
+  failed = [r for r in rows if r["status"] != "ok"]
+  faces = sum(int(r["faces"]) for r in rows)
+  print(f"{len(rows) - len(failed)} of {len(rows)} images with faces, "
+        f"{faces} faces -> {FLAGS.out} (summary.csv)")
+  for r in failed:
+    print(f"  {r['status']}: {r['file']}: {r['reason']}", file=sys.stderr)
+  return 1 if failed else 0
+
+
+def main(argv: Sequence[str]) -> int:
   logs.quiet_libraries()
-  predict_files(FLAGS.config, FLAGS.workdir, argv[1:], FLAGS.out, FLAGS.box)
+  return run_command(list(argv[1:]))
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> None:
+  """Entry point: ``python -m sgfan_jax.predict`` / ``sgfan-jax predict``."""
+  define_flags()
+  app.run(lambda a: sys.exit(main(a)), argv=argv)
 
 
 if __name__ == "__main__":
   from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
   host_allocator.reexec_with_tuned_allocator()
-  _define_flags()
-  app.run(main)
+  cli()
