@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from configs import default as default_config
 from sgfan_jax import metrics
 from sgfan_jax import report
+from sgfan_jax.reporting import summary
 
 INTER_PUPIL = 40.0
 INTER_OCULAR = 60.0
@@ -26,6 +28,13 @@ def face68(rng):
 def shifted(gt, shifts):
   """gt [M, N, 2] moved by a per-image vector shifts [M, 2]."""
   return gt + np.asarray(shifts, float)[:, None, :]
+
+
+def make_config(**eval_fields):
+  """The default config (thresholds 0.10 / 0.08 / 0.5) with eval overrides."""
+  config = default_config.get_config()
+  config.eval.update(eval_fields)
+  return config
 
 
 def make_splits():
@@ -78,9 +87,9 @@ def make_splits():
 def written(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("report"))
   splits = make_splits()
-  config = {"eval": {"failure_threshold": 0.10, "auc_threshold": 0.08,
-                     "num_vis_images": 8},
-            "refine": {"weight_threshold": 0.5}}
+  config = make_config(failure_threshold=0.10, auc_threshold=0.08,
+                       num_vis_images=8)
+  config.refine.weight_threshold = 0.5
   paths = report.write_report(workdir, splits, "ibug68", config)
   with open(paths["results_json"]) as f:
     doc = json.load(f)
@@ -197,7 +206,8 @@ def test_markdown_tables(written):
 def test_missing_splits_are_absent(tmp_path):
   splits = make_splits()
   subset = {"face300w:test_full": splits["face300w:test_full"]}
-  paths = report.write_report(str(tmp_path), subset, "ibug68", None)
+  paths = report.write_report(str(tmp_path), subset, "ibug68",
+                              make_config())
   md = open(paths["results_md"]).read()
   assert "| Method | Full |" in md
   assert "Common" not in md and "Challenging" not in md
@@ -250,8 +260,8 @@ def test_npz_round_trip(written):
 def test_config_thresholds_are_used(tmp_path):
   splits = make_splits()
   subset = {"face300w:test_challenging": splits["face300w:test_challenging"]}
-  config = {"eval": {"failure_threshold": 0.15, "auc_threshold": 0.2,
-                     "num_vis_images": 0}}
+  config = make_config(failure_threshold=0.15, auc_threshold=0.2,
+                       num_vis_images=0)
   paths = report.write_report(str(tmp_path), subset, "ibug68", config)
   s = json.load(open(paths["results_json"]))["splits"]
   base = s["face300w:test_challenging"]["methods"]["baseline"]["all"]
@@ -291,11 +301,13 @@ def test_bad_input_raises(tmp_path):
       report.SplitResult(**{**good, **change})
   res = report.SplitResult(**good)
   with pytest.raises(ValueError, match="has 68 points, layout 'cofw29'"):
-    report.write_report(str(tmp_path), {"cofw:test": res}, "cofw29")
+    report.write_report(str(tmp_path), {"cofw:test": res}, "cofw29",
+                        make_config())
   with pytest.raises(ValueError, match="at least one split"):
-    report.write_report(str(tmp_path), {}, "ibug68")
+    report.write_report(str(tmp_path), {}, "ibug68", make_config())
   with pytest.raises(ValueError, match="collide"):
-    report.write_report(str(tmp_path), {"a:b": res, "a_b": res}, "ibug68")
+    report.write_report(str(tmp_path), {"a:b": res, "a_b": res}, "ibug68",
+                        make_config())
 
 
 def test_json_has_no_nan(written):
@@ -307,3 +319,17 @@ def test_json_has_no_nan(written):
   assert curve["precision"][0] is None
   published = doc["published"]["300w_table1_ours_nme_percent_inter_pupil"]
   assert math.isclose(published["full"], 4.78)
+
+
+def test_per_image_nme_computed_once_per_split(tmp_path, monkeypatch):
+  calls = []
+  original = summary.per_image_nme
+
+  def counting(result, layout):
+    calls.append(result.num_images)
+    return original(result, layout)
+
+  monkeypatch.setattr(summary, "per_image_nme", counting)
+  splits = make_splits()
+  report.write_report(str(tmp_path), splits, "ibug68", make_config())
+  assert calls == [s.num_images for s in splits.values()]
