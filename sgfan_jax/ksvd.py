@@ -75,10 +75,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from flax import struct
 import jax
+import ml_collections
 import numpy as np
 
 from sgfan_jax import layouts
@@ -322,57 +323,51 @@ def _clear_duplicates(dic: np.ndarray, signals: np.ndarray, codes: np.ndarray,
 
 
 # ------------------------------------------------------------ the dictionary
-def _cfg_get(cfg: Any, name: str, default=None):
-  if cfg is None:
-    return default
-  if isinstance(cfg, Mapping):
-    return cfg.get(name, default)
-  return getattr(cfg, name, default)
+def ksvd_settings(refine_cfg: ml_collections.ConfigDict) -> Dict[str, int]:
+  """The K-SVD fields of ``config.refine`` (those recorded in the file)."""
+  return {f: int(refine_cfg[f]) for f in _KSVD_FIELDS}
 
 
-def build_dictionary(shapes: np.ndarray, refine_cfg: Any = None, *,
+def build_dictionary(shapes: np.ndarray,
+                     refine_cfg: ml_collections.ConfigDict, *,
                      layout_name: Optional[str] = None,
-                     dictionary_size: Optional[int] = None,
-                     sparsity: Optional[int] = None,
-                     iterations: Optional[int] = None,
-                     seed: Optional[int] = None) -> ShapeDictionary:
+                     **overrides: int) -> ShapeDictionary:
   """Builds D_S from training shapes (GPA frame + K-SVD).
 
   Args:
     shapes: [M, N, 2] training shapes (pixel coordinates, any frame).
-    refine_cfg: ``config.refine`` (or a dict) giving ``dictionary_size``,
-      ``sparsity``, ``ksvd_iterations``, ``ksvd_seed``; keyword arguments
-      override it.
+    refine_cfg: ``config.refine``: ``dictionary_size``, ``sparsity``,
+      ``ksvd_iterations``, ``ksvd_seed``.
     layout_name: landmark layout (default: looked up by N).
-    dictionary_size, sparsity, iterations, seed: overrides.
+    **overrides: any of those four fields, replacing the config's value
+      (e.g. a sweep over ``dictionary_size``).
 
   Returns:
     ShapeDictionary with atoms [K, N, 2] float32 and mean_shape [N, 2].
   """
+  unknown = sorted(set(overrides) - set(_KSVD_FIELDS))
+  if unknown:
+    raise TypeError(f"unknown K-SVD setting(s) {unknown}; settings: "
+                    f"{list(_KSVD_FIELDS)}")
+  settings = ksvd_settings(refine_cfg)
+  settings.update({k: int(v) for k, v in overrides.items()})
   shapes = np.asarray(shapes, np.float64)
   if shapes.ndim != 3 or shapes.shape[-1] != 2:
     raise ValueError(f"training shapes must be [M, N, 2], got {shapes.shape}")
   if not np.all(np.isfinite(shapes)):
     raise ValueError("training shapes contain non-finite values")
-  size = int(dictionary_size if dictionary_size is not None
-             else _cfg_get(refine_cfg, "dictionary_size"))
-  sparsity = int(sparsity if sparsity is not None
-                 else _cfg_get(refine_cfg, "sparsity"))
-  iterations = int(iterations if iterations is not None
-                   else _cfg_get(refine_cfg, "ksvd_iterations"))
-  seed = int(seed if seed is not None else _cfg_get(refine_cfg, "ksvd_seed", 0))
+  size = settings["dictionary_size"]
   m, n, _ = shapes.shape
   layout = _find_layout(layout_name, n)
   normed, mean = normalize_shapes(shapes, layout.name if layout else None)
   signals = normed.reshape(m, 2 * n).T
-  dic, _ = ksvd(signals, size, sparsity, iterations, seed=seed)
+  dic, _ = ksvd(signals, size, settings["sparsity"],
+                settings["ksvd_iterations"], seed=settings["ksvd_seed"])
   atoms = dic.T.reshape(size, n, 2)
   sign = np.sign(np.sum(atoms * mean[None], axis=(1, 2)))
   atoms = atoms * np.where(sign == 0, 1.0, sign)[:, None, None]
   cos_mean = np.sum(atoms * mean[None], axis=(1, 2))
-  info = dict(dictionary_size=size, sparsity=sparsity,
-              ksvd_iterations=iterations, ksvd_seed=seed,
-              num_training_shapes=m,
+  info = dict(settings, num_training_shapes=m,
               atom_mean_cosine_min=float(cos_mean.min()),
               atom_mean_cosine_median=float(np.median(cos_mean)))
   logging.info("Built shape dictionary: %s", info)
@@ -452,7 +447,7 @@ def load_dictionary(path: PathLike) -> ShapeDictionary:
 
 def load_or_build_dictionary(path: PathLike,
                              shapes_fn: Callable[[], np.ndarray],
-                             refine_cfg: Any,
+                             refine_cfg: ml_collections.ConfigDict,
                              layout_name: Optional[str] = None
                              ) -> ShapeDictionary:
   """Loads D_S from ``path``, or builds it from ``shapes_fn()`` and saves it.
@@ -473,9 +468,9 @@ def load_or_build_dictionary(path: PathLike,
   if os.path.exists(path):
     dic = load_dictionary(path)
     info = dic.info
-    diff = {f: (info.get(f), _cfg_get(refine_cfg, f)) for f in _KSVD_FIELDS
-            if _cfg_get(refine_cfg, f) is not None
-            and info.get(f) != _cfg_get(refine_cfg, f)}
+    want = ksvd_settings(refine_cfg)
+    diff = {f: (info.get(f), want[f]) for f in _KSVD_FIELDS
+            if info.get(f) != want[f]}
     if diff:
       raise DictionaryFileError(
           f"{path}: built with other settings (file, config): {diff}; delete "

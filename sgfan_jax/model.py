@@ -14,6 +14,10 @@ Residual blocks are pre-activation bottlenecks (Newell et al. 2016):
 BN-ReLU-1x1 conv (C/2), BN-ReLU-3x3 conv (C/2), BN-ReLU-1x1 conv (C), with a
 1x1 projection on the skip path when the channel count changes. "Batch
 Normalization is used before all convolutional layers except the first."
+
+The defaults of :class:`SGFAN`'s settings are read from ``configs/default.py``
+(``config.model``), the one place where config defaults live; training builds
+the network from the run's config with :func:`create_model`.
 """
 
 import functools
@@ -23,7 +27,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from configs import default as default_config
 from sgfan_jax import conv as conv_lib
+
+# config.model of configs/default.py: the defaults of SGFAN's settings.
+_DEFAULTS = default_config.get_config().model
 
 
 class ResidualBlock(nn.Module):
@@ -105,9 +113,9 @@ class Branch(nn.Module):
   hourglass_depth: int
   branch_channels: int
   conv: Any
-  dtype: Any = jnp.float32
-  head_init_scale: float = 1.0
-  fuse_upsample: bool = True
+  dtype: Any
+  head_init_scale: float
+  fuse_upsample: bool
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -116,7 +124,8 @@ class Branch(nn.Module):
     x = ResidualBlock(self.width, self.conv, self.dtype)(x, train)
     x = ResidualBlock(self.branch_channels, self.conv, self.dtype)(x, train)
     if self.fuse_upsample:
-      # Same function and parameters as upsample-then-block, ~2x cheaper.
+      # Same function and parameters as upsample-then-block, computed at a
+      # quarter of the pixels (see ResidualBlock).
       x = ResidualBlock(self.branch_channels, self.conv, self.dtype,
                         upsample_input=True)(x, train)
     else:
@@ -133,7 +142,7 @@ class Branch(nn.Module):
 class SGFAN(nn.Module):
   """Score-Guided Face Alignment Network.
 
-  Attributes:
+  Attributes (defaults: ``config.model`` of configs/default.py; N: 68):
     num_landmarks: N, maps per branch (68, 29, 98).
     width: feature width of the stem output and hourglass (paper: 256).
     hourglass_depth: levels of each hourglass (paper: 4).
@@ -141,21 +150,22 @@ class SGFAN(nn.Module):
     conv_impl: 'xla', 'cpu' or 'auto' (see conv.py); parameters identical.
     dtype: compute dtype.
     head_init_scale: std of the 1x1 heads' initial weights relative to
-      LeCun-normal (1.0). A small value starts the maps near zero, so the
-      Eq. 3 loss starts at the targets' energy (~1e3 per face) instead of
-      ~1e6 (unit-variance noise over 2 x 128 x 128 x N pixels) and training
-      goes straight to the landmarks.
+      LeCun-normal (1.0 = the PyTorch default init of the paper). A small
+      value starts the maps near zero, so the Eq. 3 loss starts at the
+      targets' energy (~1e3 per face) instead of ~1e6 (unit-variance noise
+      over 2 x 128 x 128 x N pixels) and training goes straight to the
+      landmarks.
     fuse_upsample: compute the residual block after the 2x upsampling at
       low resolution (same function and parameters; see ResidualBlock).
   """
   num_landmarks: int = 68
-  width: int = 256
-  hourglass_depth: int = 4
-  branch_channels: int = 128
-  conv_impl: str = "auto"
-  dtype: Any = jnp.float32
-  head_init_scale: float = 1.0
-  fuse_upsample: bool = True
+  width: int = _DEFAULTS.width
+  hourglass_depth: int = _DEFAULTS.hourglass_depth
+  branch_channels: int = _DEFAULTS.branch_channels
+  conv_impl: str = _DEFAULTS.conv_impl
+  dtype: Any = jnp.dtype(_DEFAULTS.dtype)
+  head_init_scale: float = _DEFAULTS.head_init_scale
+  fuse_upsample: bool = _DEFAULTS.fuse_upsample
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -190,8 +200,8 @@ def create_model(model_config, num_landmarks: int) -> SGFAN:
                branch_channels=model_config.branch_channels,
                conv_impl=model_config.conv_impl,
                dtype=jnp.dtype(model_config.dtype),
-               head_init_scale=model_config.get("head_init_scale", 1.0),
-               fuse_upsample=model_config.get("fuse_upsample", True))
+               head_init_scale=model_config.head_init_scale,
+               fuse_upsample=model_config.fuse_upsample)
 
 
 def count_params(params) -> int:

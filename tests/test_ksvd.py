@@ -1,12 +1,23 @@
 """Tests of sgfan_jax.ksvd: OMP, K-SVD atom recovery, GPA frame, files."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from configs import default as default_config
 from sgfan_jax import ksvd
 from sgfan_jax import layouts
+from sgfan_jax import pts_io
+
+
+def refine_config(**fields):
+  """config.refine of the default config with ``fields`` replaced."""
+  cfg = default_config.get_config().refine
+  cfg.update(fields)
+  return cfg
 
 
 def naive_omp(dic, y, sparsity):
@@ -97,8 +108,8 @@ def test_normalize_shapes_frame():
 def test_build_dictionary_atoms_are_face_shapes():
   rng = np.random.default_rng(2)
   posed, _ = _synthetic_faces(rng)
-  dic = ksvd.build_dictionary(posed, dict(dictionary_size=12, sparsity=2,
-                                          ksvd_iterations=3, ksvd_seed=0))
+  dic = ksvd.build_dictionary(posed, refine_config(
+      dictionary_size=12, sparsity=2, ksvd_iterations=3, ksvd_seed=0))
   atoms = np.asarray(dic.atoms)
   assert atoms.shape == (12, 68, 2) and dic.layout == "ibug68"
   np.testing.assert_allclose(np.linalg.norm(atoms, axis=(1, 2)), 1.0,
@@ -109,10 +120,25 @@ def test_build_dictionary_atoms_are_face_shapes():
   assert dic.info["num_training_shapes"] == 120
 
 
+def test_build_dictionary_overrides_replace_config_fields():
+  rng = np.random.default_rng(5)
+  posed, _ = _synthetic_faces(rng, m=30)
+  cfg = refine_config(dictionary_size=12, sparsity=2, ksvd_iterations=2)
+  dic = ksvd.build_dictionary(posed, cfg, dictionary_size=6, ksvd_seed=3)
+  assert dic.num_atoms == 6
+  assert {k: dic.info[k] for k in ("dictionary_size", "sparsity",
+                                   "ksvd_iterations", "ksvd_seed")} == dict(
+                                       dictionary_size=6, sparsity=2,
+                                       ksvd_iterations=2, ksvd_seed=3)
+  with pytest.raises(TypeError, match="unknown K-SVD setting"):
+    ksvd.build_dictionary(posed, cfg, iterations=3)
+
+
 def test_save_load_roundtrip_and_load_or_build(tmp_path):
   rng = np.random.default_rng(3)
   posed, _ = _synthetic_faces(rng, m=40)
-  cfg = dict(dictionary_size=8, sparsity=2, ksvd_iterations=2, ksvd_seed=0)
+  cfg = refine_config(dictionary_size=8, sparsity=2, ksvd_iterations=2,
+                      ksvd_seed=0)
   calls = []
 
   def shapes_fn():
@@ -131,8 +157,8 @@ def test_save_load_roundtrip_and_load_or_build(tmp_path):
     assert "GPA" in str(data["frame"])
     assert json.loads(str(data["config_json"]))["dictionary_size"] == 8
   with pytest.raises(ksvd.DictionaryFileError, match="dict.npz.*other"):
-    ksvd.load_or_build_dictionary(path, shapes_fn, dict(cfg,
-                                                        dictionary_size=9))
+    ksvd.load_or_build_dictionary(path, shapes_fn, refine_config(
+        dictionary_size=9, sparsity=2, ksvd_iterations=2, ksvd_seed=0))
 
 
 def test_load_errors_name_the_file(tmp_path):
@@ -166,10 +192,10 @@ def test_load_errors_name_the_file(tmp_path):
 
 def test_build_dictionary_command(tmp_path, repo_root):
   """The CLI reads .pts recursively and writes a loadable dictionary."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
+  # Imported here, not at the top: the command module defines its absl flags
+  # (--config, loading configs/default.py, --out, ...) in the global FLAGS
+  # when imported, which collecting the test modules should not do.
   from sgfan_jax import build_dictionary  # pylint: disable=g-import-not-at-top
-  from sgfan_jax import pts_io  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(4)
   posed, _ = _synthetic_faces(rng, m=12)
   for i, shape in enumerate(posed):

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default as default_config
 from sgfan_jax import model as model_lib
 
 
@@ -120,3 +121,13 @@ def test_fused_upsample_block_is_the_same_function():
   e1, _ = nets[True].apply(v, x, train=False)
   e0, _ = nets[False].apply(v, x, train=False)
   np.testing.assert_allclose(e1, e0, rtol=1e-4, atol=1e-4)
+
+
+def test_defaults_are_those_of_the_default_config():
+  """SGFAN's defaults and create_model both read configs/default.py."""
+  cfg = default_config.get_config().model
+  fields = ("width", "hourglass_depth", "branch_channels", "conv_impl",
+            "head_init_scale", "fuse_upsample")
+  for m in (model_lib.SGFAN(), model_lib.create_model(cfg, 68)):
+    assert {f: getattr(m, f) for f in fields} == {f: cfg[f] for f in fields}
+    assert m.dtype == jnp.dtype(cfg.dtype) and m.num_landmarks == 68
