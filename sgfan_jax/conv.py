@@ -9,29 +9,23 @@ implementation.
   weight gradient of a convolution to a convolution whose window is the whole
   feature map (output ``[in, kh, kw, out]``) after transposing both operands
   to ``[C, H, W, B]``; for 1x1 kernels on large maps (e.g. the 128 -> 68 heads
-  at 128x128) XLA:CPU runs that ~10x slower than the equivalent matrix
+  at 128x128) XLA:CPU runs that much slower than the equivalent matrix
   product. Here a 1x1 stride-1 convolution is a matrix product
   ``[B*H*W, in] @ [in, out]`` (its gradients are matrix products too, the
   kernel gradient batched over the examples, see ``conv_matmul_1x1``), and
   the 2x2 phase convolution of ``conv_upsampled2x`` (the 3x3 conv after the
-  2x upsampling) is one im2col matrix product (``conv_im2col_matmul``:
-  its stock weight gradient took 190 ms of a 1.4 s width-128 train step);
+  2x upsampling) is one im2col matrix product (``conv_im2col_matmul``);
   other kernels (3x3, the 7x7 stem) use the stock convolution, which
-  measured fastest for them (an im2col product, a sum of nine shifted
-  products and a three-row variant were all no faster in the network).
-* ``impl='cpu_im2col'``: as 'cpu', plus a ``jax.custom_vjp`` for kernels
-  other than 1x1 whose weight gradient is an im2col matrix product
-  ``patches[B*Ho*Wo, kh*kw*in]^T @ dy[B*Ho*Wo, out]``, accumulated over chunks
-  of the batch so that the patch matrix stays below ``_IM2COL_CHUNK_BYTES``
-  (forward and input gradient stay stock). Measured slower than 'cpu' inside
-  the whole network with jax 0.10.2 (benchmarks/results/train_step.md) and
-  it needs more memory; kept for other XLA versions / machines.
+  measured fastest for them (an im2col weight gradient, a sum of nine
+  shifted products and a three-row variant were all no faster in the
+  network).
 
   Outputs equal the stock implementation bit-for-bit or to float32 rounding
   (different summation order); see tests/test_conv.py.
+
+Timings behind these choices: BENCHMARKS.md (and benchmarks/results/).
 """
 
-import functools
 from typing import Callable, Tuple
 
 import flax.linen as nn
@@ -39,10 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("xla", "cpu", "cpu_im2col")
-# Upper bound of one im2col patch matrix in the 'cpu' weight gradient. The
-# batch is processed in chunks below this size (at least one example).
-_IM2COL_CHUNK_BYTES = 128 * 2**20
+IMPLS = ("xla", "cpu")
 
 
 def resolve_conv_impl(impl: str) -> str:
@@ -91,76 +82,6 @@ def im2col(x, kh: int, kw: int, stride: int, pad: Tuple[int, int]):
   return jnp.concatenate(cols, axis=-1)
 
 
-def _batch_chunk(x_shape, kh, kw, ho, wo):
-  """Examples per im2col chunk so that one patch matrix fits the budget."""
-  per_example = ho * wo * kh * kw * x_shape[-1] * 4
-  return max(1, min(x_shape[0], _IM2COL_CHUNK_BYTES // max(per_example, 1)))
-
-
-def weight_grad_im2col(x, dy, kh: int, kw: int, stride: int,
-                       pad: Tuple[int, int]):
-  """Kernel gradient as an im2col product.
-
-  Args:
-    x: input [B, H, W, I].
-    dy: output cotangent [B, Ho, Wo, O].
-    kh, kw, stride, pad: the convolution's geometry.
-
-  Returns:
-    [kh, kw, I, O], the gradient of ``sum(conv(x, kernel) * dy)`` w.r.t.
-    ``kernel``.
-  """
-  b, _, _, cin = x.shape
-  _, ho, wo, cout = dy.shape
-  chunk = _batch_chunk(x.shape, kh, kw, ho, wo)
-
-  def partial_grad(xc, dyc):
-    cols = im2col(xc, kh, kw, stride, pad)
-    cols = cols.reshape(-1, kh * kw * cin)
-    return lax.dot_general(cols, dyc.reshape(-1, cout),
-                           (((0,), (0,)), ((), ())),
-                           preferred_element_type=jnp.float32)
-
-  n_full = b // chunk
-  if n_full <= 1:
-    grad = partial_grad(x, dy)
-  else:
-    xs = x[:n_full * chunk].reshape((n_full, chunk) + x.shape[1:])
-    dys = dy[:n_full * chunk].reshape((n_full, chunk) + dy.shape[1:])
-
-    def body(acc, xd):
-      return acc + partial_grad(*xd), None
-
-    grad, _ = lax.scan(body, jnp.zeros((kh * kw * cin, cout), jnp.float32),
-                       (xs, dys))
-    if b % chunk:
-      grad = grad + partial_grad(x[n_full * chunk:], dy[n_full * chunk:])
-  return grad.reshape(kh, kw, cin, cout).astype(x.dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_im2col_grad(x, kernel, stride: int, pad: Tuple[int, int]):
-  """``conv_xla`` with an im2col matrix product as the kernel gradient."""
-  return conv_xla(x, kernel, stride, pad)
-
-
-def _conv_fwd(x, kernel, stride, pad):
-  return conv_xla(x, kernel, stride, pad), (x, kernel)
-
-
-def _conv_bwd(stride, pad, res, dy):
-  x, kernel = res
-  # Input gradient: the stock transposed convolution (fast on CPU).
-  _, x_vjp = jax.vjp(lambda v: conv_xla(v, kernel, stride, pad), x)
-  dx, = x_vjp(dy)
-  kh, kw = kernel.shape[:2]
-  dk = weight_grad_im2col(x, dy, kh, kw, stride, pad).astype(kernel.dtype)
-  return dx, dk
-
-
-conv_im2col_grad.defvjp(_conv_fwd, _conv_bwd)
-
-
 @jax.custom_vjp
 def conv_matmul_1x1(x, kernel):
   """1x1 stride-1 convolution as a matrix product.
@@ -172,9 +93,8 @@ def conv_matmul_1x1(x, kernel):
   x_b^T dy_b`` with ``x_b`` [H*W, I] and ``dy_b`` [H*W, O] (a dot_general
   with batch axis B, then a sum over B). Autodiff's ``[B*H*W, I]^T @
   [B*H*W, O]`` makes XLA:CPU copy the whole activation into a transposed
-  layout first; the batched form does not and made the width-64/128 train
-  step 13-15% faster (the 128x128 heads most: 25 -> 17 ms for one head's
-  kernel gradient at batch 10).
+  layout first; the batched form does not (the gain in the train step:
+  BENCHMARKS.md).
   """
   return _matmul_1x1(x, kernel)
 
@@ -210,8 +130,8 @@ def conv_im2col_matmul(x, kernel, stride: int, pad: Tuple[int, int]):
   Gradients are matrix products (``conv_matmul_1x1``'s; the input gradient
   then ends in a sum of shifted slices). Used for the 2x2 phase convolution of
   ``conv_upsampled2x`` on CPU, whose stock weight gradient (a convolution
-  whose window is the whole 65x65 map) XLA:CPU runs ~15x slower than this
-  product; the patch matrix is kh*kw = 4 times the input.
+  whose window is the whole 65x65 map) XLA:CPU runs much slower than this
+  product (BENCHMARKS.md); the patch matrix is kh*kw = 4 times the input.
   """
   kh, kw, _, cout = kernel.shape
   cols = im2col(x, kh, kw, stride, pad)
@@ -260,19 +180,15 @@ def conv_upsampled2x(x, kernel, conv_fn):
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, out)
 
 
-def conv_cpu(x, kernel, stride: int, pad: Tuple[int, int],
-             im2col_weight_grad: bool = False):
+def conv_cpu(x, kernel, stride: int, pad: Tuple[int, int]):
   """CPU-friendly convolution with the semantics of ``conv_xla``.
 
   x [B, H, W, I], kernel [kh, kw, I, O] -> [B, Ho, Wo, O]. 1x1 stride-1
-  convolutions are matrix products; other kernels use the stock convolution,
-  with an im2col kernel gradient when ``im2col_weight_grad``.
+  convolutions are matrix products; other kernels use the stock convolution.
   """
   kh, kw = kernel.shape[:2]
   if (kh, kw) == (1, 1) and stride == 1 and pad == (0, 0):
     return conv_matmul_1x1(x, kernel)
-  if im2col_weight_grad:
-    return conv_im2col_grad(x, kernel, stride, tuple(pad))
   return conv_xla(x, kernel, stride, pad)
 
 
@@ -311,8 +227,7 @@ class Conv(nn.Module):
     elif impl == "xla":
       y = conv_xla(x, kernel, self.strides, pad)
     else:
-      y = conv_cpu(x, kernel, self.strides, pad,
-                   im2col_weight_grad=impl == "cpu_im2col")
+      y = conv_cpu(x, kernel, self.strides, pad)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,),
                         jnp.float32)

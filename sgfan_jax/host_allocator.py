@@ -7,8 +7,9 @@ fresh ``mmap`` (above its 32 MiB mmap ceiling, and always above 64 MiB when
 the calling thread has its own arena, as XLA's worker threads do), and
 ``munmap``s them on free, so every call faults the whole buffer back in,
 4 KiB at a time: measured here 611k faults (2.4 GB) per width-128 train
-step, about 30% of its time, and 8k faults per batch-1 forward. PyTorch's
-eager allocator goes through the same ``malloc`` and pays the same way.
+step and 8k faults per batch-1 forward (their cost in step time:
+BENCHMARKS.md). PyTorch's eager allocator goes through the same ``malloc``
+and pays the same way.
 
 The fix is three glibc tunables (``TUNABLES``):
 
@@ -25,9 +26,24 @@ freed by the process is kept for reuse instead of being returned to the OS.
 glibc reads tunables only at process start, so the command-line entry
 points (``main.py``, ``python -m sgfan_jax.predict``, ``python -m
 sgfan_jax.demo``) call ``reexec_with_tuned_allocator()`` first: on Linux
-with glibc, unless ``GLIBC_TUNABLES`` is already set or
-``SGFAN_TUNE_MALLOC=0``, it re-executes the same command once with the
-variable set. In your own scripts, start Python with
+with glibc, when JAX will run on the CPU, unless ``GLIBC_TUNABLES`` is
+already set or ``SGFAN_TUNE_MALLOC=0``, it re-executes the same command once
+with the variable set.
+
+The backend is decided before JAX is imported (initialising JAX to ask it
+would be work thrown away by the re-execution), by
+:func:`expects_cpu_backend`: ``JAX_PLATFORMS`` (else the older
+``JAX_PLATFORM_NAME``), when set, names it (its first entry); otherwise JAX
+picks an accelerator when an accelerator plugin is installed
+(``jax_cuda12_plugin``, ``jax_cuda13_plugin``, any ``jax_plugins``
+namespace package, ``libtpu``), which :func:`importlib.util.find_spec`
+sees without importing it. On a machine with such a plugin but no device,
+JAX falls back to the CPU and the command runs untuned; set
+``JAX_PLATFORMS=cpu`` there to get the tuning. On an accelerator the host
+allocator is not on the hot path and keeping freed host memory mapped would
+only raise the process's footprint, so nothing is changed there.
+
+In your own scripts, start Python with
 ``GLIBC_TUNABLES=$(python -m sgfan_jax.host_allocator)`` to get the same.
 In a notebook whose kernel is already running, ``tune_in_process()`` sets
 the two heap tunables with ``mallopt`` (no huge pages): that removes the
@@ -38,15 +54,21 @@ glibc's main heap. Nothing here changes any result, only where buffers live.
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
 import platform
 import sys
-from typing import List, Mapping, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 ENV_VAR = "GLIBC_TUNABLES"
 OPT_OUT_VAR = "SGFAN_TUNE_MALLOC"   # "0" disables the re-exec
 TUNABLES = ("glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:"
             "glibc.malloc.trim_threshold=1000000000000")
+# JAX's platform choice, highest priority first (JAX_PLATFORM_NAME: older).
+PLATFORM_VARS = ("JAX_PLATFORMS", "JAX_PLATFORM_NAME")
+# Installed, any of these makes JAX's default backend an accelerator.
+ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin",
+                       "jax_plugins", "libtpu")
 
 
 def is_glibc_linux() -> bool:
@@ -55,15 +77,41 @@ def is_glibc_linux() -> bool:
           and platform.libc_ver()[0] == "glibc")
 
 
-def tuned_environ(environ: Mapping[str, str],
-                  glibc_linux: bool) -> Optional[dict]:
+def _installed(module: str,
+               find_spec: Callable[[str], object]) -> bool:
+  try:
+    return find_spec(module) is not None
+  except (ImportError, ValueError):   # e.g. a broken namespace package
+    return False
+
+
+def expects_cpu_backend(
+    environ: Mapping[str, str],
+    find_spec: Callable[[str], object] = importlib.util.find_spec) -> bool:
+  """True when JAX's default backend will be the CPU (JAX not imported).
+
+  The first non-empty of ``PLATFORM_VARS`` decides by its first entry
+  (``JAX_PLATFORMS=cpu`` -> True, ``cuda,cpu`` -> False); without one, True
+  unless a module of ``ACCELERATOR_PLUGINS`` is installed (``find_spec``
+  finds it). See the module docstring.
+  """
+  for var in PLATFORM_VARS:
+    value = environ.get(var, "").strip()
+    if value:
+      return value.split(",")[0].strip().lower() == "cpu"
+  return not any(_installed(m, find_spec) for m in ACCELERATOR_PLUGINS)
+
+
+def tuned_environ(environ: Mapping[str, str], glibc_linux: bool,
+                  cpu_backend: bool) -> Optional[dict]:
   """The environment to re-execute with, or None to run as is.
 
-  None when not on glibc Linux, when the user opted out
-  (``SGFAN_TUNE_MALLOC=0``), or when ``GLIBC_TUNABLES`` is already set (the
-  user's own setting, or the re-executed process itself).
+  None when not on glibc Linux, when JAX will not run on the CPU
+  (``cpu_backend``, see :func:`expects_cpu_backend`), when the user opted
+  out (``SGFAN_TUNE_MALLOC=0``), or when ``GLIBC_TUNABLES`` is already set
+  (the user's own setting, or the re-executed process itself).
   """
-  if not glibc_linux:
+  if not glibc_linux or not cpu_backend:
     return None
   if environ.get(OPT_OUT_VAR, "1").strip().lower() in ("0", "false", "no"):
     return None
@@ -93,7 +141,8 @@ def reexec_with_tuned_allocator() -> None:
   Call it first thing in a command's ``main``; returns only when no
   re-execution is needed (or possible).
   """
-  env = tuned_environ(os.environ, is_glibc_linux())
+  env = tuned_environ(os.environ, is_glibc_linux(),
+                      expects_cpu_backend(os.environ))
   if env is None:
     return
   program, args = reexec_command(sys.executable,

@@ -39,7 +39,7 @@ CASES = [
     (3, 9, 7, 5, 4, 3, 1, 1),       # odd, non-square
     (2, 11, 11, 3, 8, 7, 2, 3),     # the stem: 7x7 stride 2 pad 3
     (2, 8, 8, 6, 5, 1, 1, 0),       # 1x1 (matmul path)
-    (2, 9, 9, 4, 3, 1, 2, 0),       # 1x1 stride 2 (im2col path)
+    (2, 9, 9, 4, 3, 1, 2, 0),       # 1x1 stride 2 (stock path)
     (2, 7, 9, 4, 5, 3, 2, 1),       # 3x3 stride 2, odd
     (2, 6, 6, 3, 4, 5, 1, 2),       # 5x5
     (2, 6, 6, 3, 4, 3, 1, 2),       # padding larger than k // 2
@@ -59,13 +59,12 @@ def test_cpu_conv_matches_stock_outputs_and_grads(b, h, w, cin, cout, k,
   ref = _value_and_grads(
       functools.partial(conv_lib.conv_xla, stride=stride, pad=(pad, pad)),
       x, kernel, cot)
-  for im2col in (False, True):
-    got = _value_and_grads(
-        functools.partial(conv_lib.conv_cpu, stride=stride, pad=(pad, pad),
-                          im2col_weight_grad=im2col), x, kernel, cot)
-    for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
-      assert g.shape == r.shape, name
-      assert _rel_err(g, r) < 1e-5, (name, im2col, _rel_err(g, r))
+  got = _value_and_grads(
+      functools.partial(conv_lib.conv_cpu, stride=stride, pad=(pad, pad)),
+      x, kernel, cot)
+  for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
+    assert g.shape == r.shape, name
+    assert _rel_err(g, r) < 1e-5, (name, "cpu", _rel_err(g, r))
   # The convolution as one patches @ kernel product (autodiff gradients).
   got = _value_and_grads(
       functools.partial(conv_lib.conv_im2col_matmul, stride=stride,
@@ -86,48 +85,29 @@ def test_im2col_layout_matches_kernel_reshape():
   assert _rel_err(got, ref) < 1e-5
 
 
-@pytest.mark.parametrize("batch", [5, 4])
-def test_weight_grad_chunked_over_batch(monkeypatch, batch):
-  """Small chunk budget: scan over chunks (+ a remainder for batch 5)."""
-  x = jax.random.normal(jax.random.PRNGKey(2), (batch, 6, 6, 3))
-  dy = jax.random.normal(jax.random.PRNGKey(3), (batch, 6, 6, 4))
-  full = conv_lib.weight_grad_im2col(x, dy, 3, 3, 1, (1, 1))
-  per_example = 6 * 6 * 27 * 4
-  monkeypatch.setattr(conv_lib, "_IM2COL_CHUNK_BYTES", 2 * per_example)
-  assert conv_lib._batch_chunk(x.shape, 3, 3, 6, 6) == 2
-  chunked = conv_lib.weight_grad_im2col(x, dy, 3, 3, 1, (1, 1))
-  _, vjp = jax.vjp(lambda k: conv_lib.conv_xla(x, k, 1, (1, 1)),
-                   jnp.zeros((3, 3, 3, 4)))
-  ref, = vjp(dy)
-  assert _rel_err(full, ref) < 1e-5
-  assert _rel_err(chunked, ref) < 1e-5
-
-
 def test_conv_module_same_params_and_outputs():
   x = jax.random.normal(jax.random.PRNGKey(4), (2, 9, 9, 5))
   mods = {impl: conv_lib.Conv(7, (3, 3), strides=2, impl=impl)
           for impl in conv_lib.IMPLS}
   params = mods["xla"].init(jax.random.PRNGKey(5), x)
   shapes = jax.tree_util.tree_map(jnp.shape, params)
-  for impl in ("cpu", "cpu_im2col"):
-    assert shapes == jax.tree_util.tree_map(
-        jnp.shape, mods[impl].init(jax.random.PRNGKey(5), x))
+  assert shapes == jax.tree_util.tree_map(
+      jnp.shape, mods["cpu"].init(jax.random.PRNGKey(5), x))
   assert shapes["params"]["kernel"] == (3, 3, 5, 7)
   assert shapes["params"]["bias"] == (7,)
   params = jax.tree_util.tree_map(lambda p: p + 0.1, params)   # bias != 0
   ref = mods["xla"].apply(params, x)
-  for impl in ("cpu", "cpu_im2col"):
-    assert _rel_err(mods[impl].apply(params, x), ref) < 1e-5
+  assert _rel_err(mods["cpu"].apply(params, x), ref) < 1e-5
 
 
 def test_resolve_conv_impl():
   assert conv_lib.resolve_conv_impl("xla") == "xla"
   assert conv_lib.resolve_conv_impl("cpu") == "cpu"
-  assert conv_lib.resolve_conv_impl("cpu_im2col") == "cpu_im2col"
   expected = "cpu" if jax.default_backend() == "cpu" else "xla"
   assert conv_lib.resolve_conv_impl("auto") == expected
-  with pytest.raises(ValueError):
-    conv_lib.resolve_conv_impl("cudnn")
+  for removed in ("cudnn", "cpu_im2col"):
+    with pytest.raises(ValueError):
+      conv_lib.resolve_conv_impl(removed)
 
 
 def test_sgfan_same_outputs_and_grads_for_both_impls():

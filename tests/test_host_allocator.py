@@ -22,19 +22,63 @@ glibc_only = pytest.mark.skipif(not host_allocator.is_glibc_linux(),
 
 
 def test_tuned_environ_sets_tunables_once():
-  env = host_allocator.tuned_environ({"PATH": "/bin"}, glibc_linux=True)
+  tuned = lambda env, glibc=True, cpu=True: host_allocator.tuned_environ(
+      env, glibc_linux=glibc, cpu_backend=cpu)
+  env = tuned({"PATH": "/bin"})
   assert env == {"PATH": "/bin", "GLIBC_TUNABLES": host_allocator.TUNABLES}
   # Already set (the user's value, or the re-executed process): untouched.
-  assert host_allocator.tuned_environ(
-      {"GLIBC_TUNABLES": "glibc.malloc.check=0"}, glibc_linux=True) is None
-  assert host_allocator.tuned_environ(env, glibc_linux=True) is None
-  # Opted out, or not glibc.
+  assert tuned({"GLIBC_TUNABLES": "glibc.malloc.check=0"}) is None
+  assert tuned(env) is None
+  # Opted out, not glibc, or JAX not on the CPU.
   for off in ("0", "false", "No"):
-    assert host_allocator.tuned_environ({"SGFAN_TUNE_MALLOC": off},
-                                        glibc_linux=True) is None
-  assert host_allocator.tuned_environ({"SGFAN_TUNE_MALLOC": "1"},
-                                      glibc_linux=True) is not None
-  assert host_allocator.tuned_environ({}, glibc_linux=False) is None
+    assert tuned({"SGFAN_TUNE_MALLOC": off}) is None
+  assert tuned({"SGFAN_TUNE_MALLOC": "1"}) is not None
+  assert tuned({}, glibc=False) is None
+  assert tuned({}, cpu=False) is None
+
+
+def test_expects_cpu_backend_from_environment_and_plugins():
+  def finder(*installed):
+    return lambda name: object() if name in installed else None
+
+  no_plugin, cuda = finder(), finder("jax_cuda12_plugin")
+  expects = host_allocator.expects_cpu_backend
+  # No platform named: an installed accelerator plugin decides.
+  assert expects({}, no_plugin)
+  for plugin in host_allocator.ACCELERATOR_PLUGINS:
+    assert not expects({}, finder(plugin)), plugin
+  assert not expects({"JAX_PLATFORMS": " "}, cuda)       # empty = unset
+  # JAX_PLATFORMS / JAX_PLATFORM_NAME name it (first entry = default).
+  assert expects({"JAX_PLATFORMS": "cpu"}, cuda)
+  assert expects({"JAX_PLATFORMS": "CPU,cuda"}, cuda)
+  assert not expects({"JAX_PLATFORMS": "cuda,cpu"}, no_plugin)
+  assert not expects({"JAX_PLATFORMS": "tpu"}, no_plugin)
+  assert expects({"JAX_PLATFORM_NAME": "cpu"}, cuda)
+  assert not expects({"JAX_PLATFORM_NAME": "gpu"}, no_plugin)
+  assert expects({"JAX_PLATFORMS": "cpu", "JAX_PLATFORM_NAME": "gpu"},
+                 no_plugin)                              # JAX_PLATFORMS first
+
+  def broken(name):
+    raise ValueError(f"{name}.__spec__ is None")
+
+  assert expects({}, broken)                             # unreadable = absent
+
+
+def test_expects_cpu_backend_imports_neither_jax_nor_plugins():
+  # The module file alone (the sgfan_jax package's __init__ is not this
+  # module's doing).
+  code = textwrap.dedent("""
+      import importlib.util, sys
+      spec = importlib.util.spec_from_file_location("host_allocator", %r)
+      host_allocator = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(host_allocator)
+      host_allocator.expects_cpu_backend({})
+      loaded = set(host_allocator.ACCELERATOR_PLUGINS) | {"jax", "jaxlib"}
+      print(sorted(loaded & set(sys.modules)))
+      """ % host_allocator.__file__)
+  out = subprocess.run([sys.executable, "-c", code], check=True,
+                       capture_output=True, text=True, timeout=60).stdout
+  assert out.split() == ["[]"]
 
 
 def test_reexec_command_keeps_module_and_options():
@@ -61,11 +105,19 @@ def test_reexec_runs_the_command_again_with_the_tunables():
       print("tunables", os.environ.get("GLIBC_TUNABLES"))
       """ % REPO)
   env = {k: v for k, v in os.environ.items()
-         if k not in ("GLIBC_TUNABLES", "SGFAN_TUNE_MALLOC")}
+         if k not in ("GLIBC_TUNABLES", "SGFAN_TUNE_MALLOC",
+                      "JAX_PLATFORM_NAME")}
+  env["JAX_PLATFORMS"] = "cpu"
   out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                        capture_output=True, text=True, timeout=60).stdout
   assert out.splitlines() == ["start", "start",
                               "tunables " + host_allocator.TUNABLES]
+  # JAX on an accelerator: runs once, environment unchanged (before JAX is
+  # imported: the script never imports it).
+  out = subprocess.run([sys.executable, "-c", code],
+                       env=dict(env, JAX_PLATFORMS="cuda"), check=True,
+                       capture_output=True, text=True, timeout=60).stdout
+  assert out.splitlines() == ["start", "tunables None"]
   # Opted out: runs once, environment unchanged.
   env["SGFAN_TUNE_MALLOC"] = "0"
   out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
