@@ -29,6 +29,8 @@ from absl import flags
 import grain.python as grain
 import numpy as np
 
+from tfds_builders import build as tfds_build
+
 # Numeric per-example features batched by the loaders, with their dtypes.
 BATCH_FEATURES = {
     "image": np.uint8,
@@ -68,31 +70,10 @@ def parse_split_spec(spec: str) -> Tuple[str, str]:
 
 def _load_builder(name: str, data_dir: Optional[str]):
   """The prepared TFDS builder ``name``; clear error if it is not built."""
-  # pylint: disable=g-import-not-at-top
   try:
-    from tfds_builders import build as tfds_build
-  except ImportError:
-    tfds_build = None
-  if tfds_build is not None and hasattr(tfds_build, "load_builder"):
-    try:
-      return tfds_build.load_builder(name, data_dir)
-    except ValueError as e:   # unknown builder name
-      raise ValueError(f"cannot open dataset {name!r}: {e}") from e
-  # Fallback before tfds_builders.build exists: import the module that
-  # registers the builder, then ask TFDS.
-  import importlib
-  import tensorflow_datasets as tfds
-  try:
-    importlib.import_module(f"tfds_builders.{name}")
-  except ImportError as e:
-    raise ValueError(f"unknown dataset {name!r}: no module "
-                     f"tfds_builders.{name} ({e})") from e
-  builder = tfds.builder(name, data_dir=data_dir)
-  if not builder.is_prepared():
-    raise FileNotFoundError(
-        f"dataset {name} is not built in {builder.data_dir}; " +
-        BUILD_HINT.format(name=name, data_dir=data_dir or "DIR"))
-  return builder
+    return tfds_build.load_builder(name, data_dir)
+  except ValueError as e:   # unknown builder name
+    raise ValueError(f"cannot open dataset {name!r}: {e}") from e
 
 
 def open_split(builder_name: str, split: str,
@@ -128,12 +109,7 @@ def open_split(builder_name: str, split: str,
     if key not in meta:
       raise ValueError(f"dataset {builder_name} metadata lacks {key!r} "
                        f"(has {sorted(meta)}); rebuild it")
-  layout = meta["layout"]
-  if isinstance(layout, dict):     # per-split layouts (e.g. cofw)
-    if split not in layout:
-      raise ValueError(f"dataset {builder_name}: no layout for split "
-                       f"{split!r} in metadata {layout}")
-    layout = layout[split]
+  layout = tfds_build.split_layout(builder, split)   # per split for cofw
   source = builder.as_data_source(split=split)
   metadata = SplitMetadata(
       dataset=builder_name, split=split, crop_size=int(meta["crop_size"]),
@@ -156,12 +132,16 @@ def _select_features(example: Dict[str, Any]) -> Dict[str, np.ndarray]:
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-  """Full training batches per epoch (the partial last batch is dropped)."""
+  """Full training batches per epoch (the partial last batch is dropped).
+
+  The one definition of an epoch in steps: the loaders, the learning-rate
+  schedule and the number of training steps (``optim``, ``train``) use it.
+  """
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
   if num_examples < batch_size:
-    raise ValueError(f"{num_examples} examples cannot fill one batch of "
-                     f"{batch_size}")
+    raise ValueError(f"the training split has {num_examples} examples, "
+                     f"fewer than one batch of {batch_size}")
   return num_examples // batch_size
 
 

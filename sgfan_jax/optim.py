@@ -2,7 +2,7 @@
 
 lr = 1e-4, multiplied by ``lr_drop_factor`` (0.5 -> 5e-5) after each epoch
 in ``lr_drop_epochs`` (20); epochs are converted to steps from the dataset
-size and batch size.
+size and batch size (``input_pipeline.steps_per_epoch``).
 
 optax vs PyTorch RMSProp (the paper trained with PyTorch):
 * PyTorch ``torch.optim.RMSprop(lr, alpha=0.99, eps=1e-8)``:
@@ -16,12 +16,11 @@ tests/test_optim.py against a numpy transcription of it).
 
 import optax
 
+from sgfan_jax import input_pipeline
 
-def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-  if num_examples < batch_size:
-    raise ValueError(f"the training split has {num_examples} examples, fewer "
-                     f"than one batch of {batch_size}")
-  return num_examples // batch_size
+# Defined by the input pipeline (full batches per epoch); importable from here
+# too, as ``optim.steps_per_epoch`` (train.py).
+steps_per_epoch = input_pipeline.steps_per_epoch
 
 
 def learning_rate_schedule(config, num_examples: int) -> optax.Schedule:
