@@ -17,29 +17,37 @@ From Python, :func:`build_and_save` takes an [M, N, 2] array.
 
 import glob
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 import numpy as np
 
+from sgfan_jax import inference
+from sgfan_jax import input_pipeline
 from sgfan_jax import ksvd
+from sgfan_jax import layouts
 from sgfan_jax import pts_io
+from sgfan_jax import run
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "configs", "default.py")
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Config file (uses config.refine and "
-    "config.data.layout).")
-_SHAPES_DIR = flags.DEFINE_string(
-    "shapes_dir", None, "Folder searched recursively for .pts files.")
-_OUT = flags.DEFINE_string("out", None, "Output .npz path.")
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Read the config's TFDS training split and write "
-    "WORKDIR/shape_dictionary.npz (replacing an existing one).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when run as a command)."""
+  config_flags.DEFINE_config_file(
+      "config", _DEFAULT_CONFIG, "Config file (uses config.refine and "
+      "config.data.layout).")
+  flags.DEFINE_string("shapes_dir", None,
+                      "Folder searched recursively for .pts files.")
+  flags.DEFINE_string("out", None, "Output .npz path.")
+  flags.DEFINE_string(
+      "workdir", None, "Read the config's TFDS training split and write "
+      "WORKDIR/shape_dictionary.npz (replacing an existing one).")
 
 
 def shapes_from_dir(directory: str, num_points: int = 68) -> np.ndarray:
@@ -64,22 +72,18 @@ def build_and_save(shapes: np.ndarray, out: str, refine_cfg,
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  from sgfan_jax import layouts  # pylint: disable=g-import-not-at-top
+  config = FLAGS.config
   layout = layouts.get_layout(config.data.layout)
-  if _WORKDIR.value:
-    # pylint: disable=g-import-not-at-top
-    from sgfan_jax import input_pipeline
-    from sgfan_jax import run
+  if FLAGS.workdir:
     source, _ = input_pipeline.open_split(
         config.data.train_dataset, config.data.train_split,
         config.data.data_dir)
     shapes = run.training_shapes(source)
-    out = os.path.join(_WORKDIR.value, run.DICTIONARY_FILE)
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-  elif _SHAPES_DIR.value and _OUT.value:
-    shapes = shapes_from_dir(_SHAPES_DIR.value, layout.num_points)
-    out = _OUT.value
+    out = os.path.join(FLAGS.workdir, inference.DICTIONARY_FILE)
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+  elif FLAGS.shapes_dir and FLAGS.out:
+    shapes = shapes_from_dir(FLAGS.shapes_dir, layout.num_points)
+    out = FLAGS.out
   else:
     raise app.UsageError("give --workdir (TFDS training split of --config) "
                          "or --shapes_dir and --out")
@@ -88,9 +92,14 @@ def main(argv: Sequence[str]) -> None:
   msg = (f"wrote {out}: {dictionary.num_atoms} atoms x "
          f"{dictionary.atoms.shape[1]} points from {len(shapes)} shapes "
          f"({info})")
-  logging.info(msg)
   print(msg)
 
 
+def cli(argv: Optional[Sequence[str]] = None) -> None:
+  """Entry point: ``python -m sgfan_jax.build_dictionary``."""
+  define_flags()
+  app.run(main, argv=argv)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

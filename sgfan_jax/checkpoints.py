@@ -63,6 +63,10 @@ class Checkpointer:
         best, best_nme = step, m[VAL_METRIC]
     return best
 
+  def metrics(self, step: int):
+    """The metrics saved with ``step`` (e.g. {'val_nme': ...}) or None."""
+    return self._manager.metrics(step)
+
   def all_steps(self):
     return list(self._manager.all_steps())
 

@@ -3,6 +3,7 @@
   sgfan-jax predict photos/ --out preds/      # = python -m sgfan_jax.predict
   sgfan-jax demo --workdir workdir_demo       # = python -m sgfan_jax.demo
   sgfan-jax build-dictionary ...              # = python -m sgfan_jax.build_dictionary
+  sgfan-jax export-model --workdir W --out M  # = python -m sgfan_jax.export_model
 
 Training is ``python main.py --config configs/... --workdir DIR`` from a
 clone (configs are Python files you edit).
@@ -17,6 +18,7 @@ COMMANDS = {
     "predict": "sgfan_jax.predict",
     "demo": "sgfan_jax.demo",
     "build-dictionary": "sgfan_jax.build_dictionary",
+    "export-model": "sgfan_jax.export_model",
 }
 
 

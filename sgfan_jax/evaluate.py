@@ -1,7 +1,7 @@
 """Evaluation of every configured split: predictions -> report.
 
 For each ``'builder:split'`` in ``config.data.eval_splits`` the jitted
-``train.eval_step`` runs over fixed-size padded batches (the mask drops the
+``eval_step`` (built on ``inference.predict_crops``) runs over fixed-size padded batches (the mask drops the
 padding on the host, so no face is dropped or counted twice); the host
 collects per-face predictions in original-image coordinates, both the
 paper's baseline (Eq. 4 decoding) and the score-guided refinement (Eq. 1-2),
@@ -11,34 +11,70 @@ Splits that are not built are skipped with a message.
 """
 
 import dataclasses
-from typing import Any, Dict, Optional, Sequence
+import functools
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
 import numpy as np
+import tqdm
 
 from sgfan_jax import augment
+from sgfan_jax import inference
 from sgfan_jax import input_pipeline
 from sgfan_jax import metrics
 from sgfan_jax import parallel
 from sgfan_jax import report
-from sgfan_jax import train
 
 
-def predict_split(state, source, meta: Dict[str, Any], config,
-                  dictionary=None, max_examples: int = -1,
-                  num_images: int = 0, eval_fn=None,
+def eval_step(variables: Dict[str, Any], batch: Dict[str, jax.Array],
+              dictionary, *, apply_fn: Callable,
+              spec: inference.InferenceSpec) -> Dict[str, jax.Array]:
+  """Per-image predictions for a (padded) eval batch (``inference`` layer).
+
+  Args:
+    variables: ``{"params", "batch_stats"}``.
+    batch: 'image' uint8 ``[B, S, S, 3]``, 'crop_to_image' ``[B, 2, 3]``.
+    dictionary: device shape dictionary or None.
+    apply_fn: ``model.apply``.
+    spec: ``inference.InferenceSpec``.
+
+  Returns a dict of arrays with leading axis B:
+    'points' [B, N, 2]: Eq. 4 decoding (the paper's baseline), original-image
+      coordinates;
+    'refined' [B, N, 2]: after score-guided refinement (Eq. 1-2), or a copy
+      of 'points' when ``dictionary`` is None;
+    'weights' [B, N]: Eq. 1 landmark confidences; 'peak' [B, N]: heatmap
+      maxima.
+  """
+  out = inference.predict_crops(apply_fn, variables, batch["image"],
+                                batch["crop_to_image"], dictionary, spec=spec)
+  return {"points": out["raw_points"], "refined": out["points"],
+          "weights": out["confidence"], "peak": out["peak"]}
+
+
+def make_eval_step(apply_fn: Callable, spec: inference.InferenceSpec):
+  """Jitted ``eval_step(variables, batch, dictionary)``."""
+  return jax.jit(functools.partial(eval_step, apply_fn=apply_fn, spec=spec))
+
+
+def predict_split(variables: Dict[str, Any], apply_fn: Callable, source,
+                  meta: Dict[str, Any], config, dictionary=None,
+                  max_examples: int = -1, num_images: int = 0, eval_fn=None,
                   progress: bool = True) -> report.SplitResult:
   """Runs the model over one split.
 
   Args:
-    state: TrainState.
+    variables: ``{"params", "batch_stats"}`` (``train.variables_of(state)``
+      or ``inference.load_checkpoint_variables``).
+    apply_fn: ``model.apply``.
     source: random-access source of DESIGN.md examples.
     meta: split metadata dict (crop_size, crop_context, layout, ...).
     config: the run config.
     dictionary: ShapeDictionary for refinement, or None (refined = baseline).
     max_examples: > 0 evaluates only the first K faces.
     num_images: how many stored crops to keep for drawing.
-    eval_fn: a jitted eval step to reuse (built here if None).
+    eval_fn: a jitted eval step to reuse (``make_eval_step``; built here if
+      None).
     progress: show a progress bar.
 
   Returns:
@@ -48,10 +84,10 @@ def predict_split(state, source, meta: Dict[str, Any], config,
   if max_examples and max_examples > 0 and max_examples < len(source):
     source = _Head(source, max_examples)
   if eval_fn is None:
-    eval_fn = train.make_eval_step(train.step_spec(config, meta))
+    eval_fn = make_eval_step(apply_fn, inference.inference_spec(config, meta))
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-  state = parallel.replicate(state, mesh)
+  variables = parallel.replicate(variables, mesh)
   if dictionary is not None:
     dictionary = parallel.replicate(dictionary, mesh)
   rows = {"points": [], "refined": [], "weights": [], "gt": [], "visible": [],
@@ -60,7 +96,6 @@ def predict_split(state, source, meta: Dict[str, Any], config,
   batches = input_pipeline.eval_batches(source,
                                         batch_size=config.eval.batch_size)
   if progress and jax.process_index() == 0:
-    import tqdm  # pylint: disable=g-import-not-at-top
     batches = tqdm.tqdm(
         batches, unit="batch", leave=False, dynamic_ncols=True,
         total=input_pipeline.num_eval_batches(len(source),
@@ -71,7 +106,7 @@ def predict_split(state, source, meta: Dict[str, Any], config,
     arrays = parallel.shard_batch(
         {k: v for k, v in batch.items() if k in input_pipeline.BATCH_FEATURES},
         mesh)
-    out = parallel.to_host(eval_fn(state, arrays, dictionary))
+    out = parallel.to_host(eval_fn(variables, arrays, dictionary))
     out = {k: np.asarray(v)[mask] for k, v in out.items()}
     rows["points"].append(out["points"])
     rows["refined"].append(out["refined"])
@@ -117,9 +152,10 @@ def _file_name(example) -> str:
   return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def validation_nme(state, source, meta, config, eval_fn=None) -> float:
+def validation_nme(variables, apply_fn, source, meta, config,
+                   eval_fn=None) -> float:
   """Mean baseline NME on a split (``eval.val_normalization``)."""
-  result = predict_split(state, source, meta, config, None,
+  result = predict_split(variables, apply_fn, source, meta, config, None,
                          config.eval.splits_max_examples, eval_fn=eval_fn,
                          progress=False)
   values = metrics.nme(result.baseline, result.gt,
@@ -150,8 +186,9 @@ def open_eval_splits(specs: Sequence[str], data_dir: Optional[str],
   return opened
 
 
-def evaluate(config, workdir: str, state, dictionary, data_dir=None,
-             layout: str = "ibug68") -> Optional[Dict[str, Any]]:
+def evaluate(config, workdir: str, variables, apply_fn, dictionary,
+             data_dir=None, layout: str = "ibug68"
+             ) -> Optional[Dict[str, Any]]:
   """Evaluates every built eval split and writes the report into workdir.
 
   Returns the report paths (``report.write_report``) or None when no split
@@ -162,7 +199,7 @@ def evaluate(config, workdir: str, state, dictionary, data_dir=None,
       config.data.eval_splits, data_dir, layout).items():
     print(f"Evaluating {spec} ({meta['num_examples']} faces)...")
     results[spec] = predict_split(
-        state, source, meta, config, dictionary,
+        variables, apply_fn, source, meta, config, dictionary,
         config.eval.splits_max_examples, config.eval.num_vis_images)
   if not results:
     print("No evaluation split is built; nothing to evaluate.")

@@ -44,6 +44,7 @@ import tqdm
 
 from sgfan_jax import crop
 from sgfan_jax import drawing
+from sgfan_jax import host_allocator
 from sgfan_jax import inference
 from sgfan_jax import logs
 from sgfan_jax import landmarker as landmarker_lib
@@ -315,6 +316,5 @@ def cli(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-  from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
   host_allocator.reexec_with_tuned_allocator()
   cli()

@@ -16,11 +16,9 @@ import json
 import os
 from typing import Any, Dict, Optional
 
-from absl import logging
 import jax
 import numpy as np
 
-from sgfan_jax import checkpoints as ckpt_lib
 from sgfan_jax import evaluate
 from sgfan_jax import inference
 from sgfan_jax import input_pipeline
@@ -59,26 +57,15 @@ def load_dictionary(config, workdir: str, train_source=None):
   return ksvd.as_device(dic)
 
 
-def restore_for_eval(config, workdir: str, num_landmarks: int,
-                     num_examples: int):
-  """The best checkpoint in workdir (lowest validation NME), else the latest."""
-  ckpt = ckpt_lib.Checkpointer(workdir, config.checkpoint.max_to_keep,
-                               read_only=True)
-  step = ckpt.best_step()
-  which = "best"
-  if step is None:
-    step, which = ckpt.latest_step(), "latest"
-  if step is None:
-    raise FileNotFoundError(
-        f"no checkpoint in {ckpt.directory}; train first (drop "
-        "--config.eval_only)")
-  state = train.create_train_state(config, num_landmarks,
-                                   max(num_examples, config.batch_size),
-                                   jax.random.PRNGKey(0))
-  state = ckpt.restore(step, state)
-  ckpt.close()
-  print(f"Evaluating the {which} checkpoint (step {step}).")
-  return state
+def restore_for_eval(config, workdir: str):
+  """``(variables, apply_fn)`` of the best checkpoint (else the latest)."""
+  try:
+    variables, step = inference.load_checkpoint_variables(workdir)
+  except inference.ModelFileError as e:
+    raise FileNotFoundError(f"{e} (drop --config.eval_only to train)") from None
+  print(f"Evaluating checkpoint step {step} (best by validation NME where "
+        "one was recorded, else the latest).")
+  return variables, inference.create_model(config).apply
 
 
 def run(config, workdir: str) -> Optional[Dict[str, Any]]:
@@ -106,15 +93,18 @@ def run(config, workdir: str) -> Optional[Dict[str, Any]]:
   dictionary = load_dictionary(config, workdir, train_source)
 
   if not config.eval_only:
+    model_apply = inference.create_model(config).apply
     validate = None
     if config.data.val_split:
       val = evaluate.open_eval_splits((config.data.val_split,), data_dir,
                                       layout.name)
       if val:
         (source, meta), = val.values()
-        eval_fn = train.make_eval_step(train.step_spec(config, meta))
+        eval_fn = evaluate.make_eval_step(
+            model_apply, inference.inference_spec(config, meta))
         validate = lambda state: evaluate.validation_nme(  # pylint: disable=g-long-lambda
-            state, source, meta, config, eval_fn)
+            train.variables_of(state), model_apply, source, meta, config,
+            eval_fn)
 
     def batches(start_step):
       return input_pipeline.train_batches(
@@ -129,10 +119,9 @@ def run(config, workdir: str) -> Optional[Dict[str, Any]]:
             "checkpoint was saved); run the same command to resume.")
       return None
 
-  n_train = train_meta["num_examples"] if train_meta else config.batch_size
-  state = restore_for_eval(config, workdir, layout.num_points, n_train)
-  paths = evaluate.evaluate(config, workdir, state, dictionary, data_dir,
-                            layout.name)
+  variables, apply_fn = restore_for_eval(config, workdir)
+  paths = evaluate.evaluate(config, workdir, variables, apply_fn, dictionary,
+                            data_dir, layout.name)
   if paths and jax.process_index() == 0:
     with open(paths["results_json"]) as f:
       json.load(f)     # fail loudly on a broken report

@@ -2,9 +2,8 @@
 
 ``train_step(state, batch, rng)`` (jitted, state donated) augments the host
 batch on device, renders the Sec. 3.2 targets, runs the network, computes
-Eq. 3 and applies one RMSProp update. ``eval_step(state, batch, dictionary)``
-returns per-image predictions (Eq. 4 decoding, Eq. 1 weights, Eq. 2
-refinement) in original-image coordinates; the host computes the metrics.
+Eq. 3 and applies one RMSProp update. Prediction (evaluation, validation,
+photos) is the ``inference`` layer, which this module imports.
 """
 
 import dataclasses
@@ -147,26 +146,6 @@ def variables_of(state: TrainState) -> Dict[str, Any]:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def eval_step(state: TrainState, batch: Dict[str, jnp.ndarray],
-              dictionary: Optional[Dict[str, jnp.ndarray]], *,
-              spec: StepSpec):
-  """Per-image predictions for a (padded) eval batch (``inference`` layer).
-
-  Returns a dict of arrays with leading axis B:
-    'points' [B, N, 2]: Eq. 4 decoding (the paper's baseline), original-image
-      coordinates;
-    'refined' [B, N, 2]: after score-guided refinement (Eq. 1-2), or a copy
-      of 'points' when ``dictionary`` is None;
-    'weights' [B, N]: Eq. 1 landmark confidences; 'peak' [B, N]: heatmap
-      maxima.
-  """
-  out = inference_lib.predict_crops(
-      state.apply_fn, variables_of(state), batch["image"],
-      batch["crop_to_image"], dictionary, spec=spec.inference)
-  return {"points": out["raw_points"], "refined": out["points"],
-          "weights": out["confidence"], "peak": out["peak"]}
-
-
 def make_train_step(spec: StepSpec, schedule=None, mesh=None):
   """Jitted train step with the state donated.
 
@@ -178,10 +157,6 @@ def make_train_step(spec: StepSpec, schedule=None, mesh=None):
     return jax.jit(fn, donate_argnums=(0,))
   rep = parallel.replicated(mesh)
   return jax.jit(fn, donate_argnums=(0,), out_shardings=(rep, rep))
-
-
-def make_eval_step(spec: StepSpec):
-  return jax.jit(functools.partial(eval_step, spec=spec))
 
 
 class MetricWriter:

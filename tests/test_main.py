@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
+from sgfan_jax import landmarker
 from sgfan_jax import metrics
 from sgfan_jax import predict
 from sgfan_jax import run
@@ -69,29 +70,32 @@ def test_main_py_eval_only(trained, sample_tfds_dir):
        "--config.data.eval_splits=('face300w:test_common',)"],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "Evaluating the best checkpoint" in proc.stdout
+  assert "Evaluating checkpoint step" in proc.stdout
   assert (workdir / "results.json").exists()
 
 
 def test_predict_on_a_photo(trained, tmp_path):
+  """The predict command on the trained workdir, with a user box."""
   workdir, _ = trained
-  image = os.path.join(ROOT, "sample_data", "300w", "helen", "testset",
-                       sorted(f for f in os.listdir(os.path.join(
-                           ROOT, "sample_data", "300w", "helen", "testset"))
-                              if f.endswith(".jpg"))[0])
-  config = _config("unused")
-  out = predict.predict_files(config, str(workdir), [image],
-                              str(tmp_path), box="60,60,200,220")
-  result = out[image]
-  assert np.asarray(result["refined"]).shape == (68, 2)
-  conf = np.asarray(result["confidence"])
-  assert conf.shape == (68,) and conf.min() >= 0 and conf.max() <= 1
+  folder = os.path.join(ROOT, "sample_data", "300w", "helen", "testset")
+  image = os.path.join(folder, sorted(f for f in os.listdir(folder)
+                                      if f.endswith(".jpg"))[0])
+  lm = landmarker.Landmarker.from_checkpoint(str(workdir), detector="none")
+  rows = predict.predict_paths(lm, [image], str(tmp_path),
+                               box=predict.parse_box("60,60,200,220"),
+                               progress=False)
+  assert [r["status"] for r in rows] == ["ok"]
   name = os.path.splitext(os.path.basename(image))[0]
-  for ext in (".pts", ".json", ".png"):
-    assert (tmp_path / (name + ext)).exists()
-  with pytest.raises(ValueError, match="--box must be"):
-    predict.predict_files(config, str(workdir), [image], str(tmp_path),
-                          box="10,10,5")
+  record = json.loads((tmp_path / (name + ".json")).read_text())
+  face, = record["faces"]
+  assert np.asarray(face["points"]).shape == (68, 2)
+  conf = np.asarray(face["confidence"])
+  assert conf.shape == (68,) and conf.min() >= 0 and conf.max() <= 1
+  assert face["box"] == [60.0, 60.0, 200.0, 220.0]
+  for suffix in ("_1.pts", ".json", ".png"):
+    assert (tmp_path / (name + suffix)).exists()
+  with pytest.raises(predict.InputError, match="--box must be"):
+    predict.parse_box("10,10,5")
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from configs import test as test_config
 from sgfan_jax import augment
 from sgfan_jax import checkpoints as ckpt_lib
+from sgfan_jax import evaluate
 from sgfan_jax import inference
 from sgfan_jax import train
 from tfds_builders import build
@@ -126,14 +127,17 @@ def test_eval_step_compiles_once_and_maps_to_image(sample):
   state = train.create_train_state(config, 68, meta["num_examples"],
                                    jax.random.PRNGKey(0))
 
+  variables = train.variables_of(state)
+
   @chex.assert_max_traces(n=1)
-  def eval_impl(state, batch):
-    return train.eval_step(state, batch, None, spec=spec)
+  def eval_impl(variables, batch):
+    return evaluate.eval_step(variables, batch, None, apply_fn=state.apply_fn,
+                              spec=spec.inference)
 
   eval_fn = jax.jit(eval_impl)
   for start in (0, 4, 8):
     batch = stack(examples[start:start + 4])
-    out = eval_fn(state, batch)
+    out = eval_fn(variables, batch)
     assert out["points"].shape == (4, 68, 2)
     assert out["weights"].shape == (4, 68)
   # The coordinate chain: ground truth in network-input coordinates maps
