@@ -30,7 +30,7 @@ def main(argv):
   if FLAGS.distributed:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
-  run.run(FLAGS.config, FLAGS.workdir)
+  run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

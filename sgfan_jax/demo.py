@@ -61,9 +61,9 @@ def evaluate_model(model: str, data_dir: str, out: str):
   config.eval.num_vis_images = 12
   dictionary = (ksvd.as_device(lm.bundle.dictionary)
                 if lm.bundle.dictionary is not None else None)
-  return lm, evaluate.evaluate(config, out, lm.bundle.variables,
-                               lm.model.apply, dictionary, data_dir,
-                               config.data.layout)
+  return lm, evaluate.evaluate_splits(config, out, lm.bundle.variables,
+                                      lm.model.apply, dictionary, data_dir,
+                                      config.data.layout)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -88,7 +88,7 @@ def main(argv: Sequence[str]) -> int:
           f"for {config.num_train_steps} steps of {config.batch_size} faces "
           f"-> {workdir}/train (a short run: it shows training, the shipped "
           "model is what aligns faces)")
-    run.run(config, os.path.join(workdir, "train"))
+    run.train_and_evaluate(config, os.path.join(workdir, "train"))
   else:
     print("[2/4] Training skipped (--steps=0)")
 

@@ -1,14 +1,16 @@
 """Landmark overlays (PIL): the one place points are drawn on images.
 
-Used by the predict command (``NAME.png``) and the evaluation figures
-(``vis/``). Marker styles: a filled dot (``"dot"``), a hollow ring
+Used by the predict command and the demo (``NAME.png``: the photo at full
+resolution). The evaluation figures (``vis/``: ground truth vs predictions,
+with a legend and a zoom) are matplotlib figures in
+``reporting/plots.py``. Marker styles: a filled dot (``"dot"``), a hollow ring
 (``"ring"``), a cross (``"x"``) and a plus (``"+"``), all scaled with the
 image so they stay visible on small crops and large photos.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -75,29 +77,3 @@ def face_overlay(image: Image.Image, faces, box: bool = True) -> Image.Image:
     draw_markers(d, face.points[~occ], VISIBLE, "dot", r)
     draw_markers(d, face.points[occ], OCCLUDED, "x", r * 1.6, width + 1)
   return out
-
-
-def comparison_overlay(image: np.ndarray,
-                       layers: Sequence[Tuple[np.ndarray, Tuple[int, int, int],
-                                              str]],
-                       scale: Optional[int] = None) -> Image.Image:
-  """An image with several point sets, e.g. ground truth vs predictions.
-
-  Args:
-    image: uint8 ``[H, W, 3]``.
-    layers: ``(points [K, 2], colour, marker)`` drawn in order.
-    scale: integer upscaling before drawing (small crops), default so the
-      longer side is at least 384 px.
-  """
-  im = Image.fromarray(np.asarray(image, np.uint8))
-  if scale is None:
-    scale = max(1, int(np.ceil(384 / max(im.size))))
-  if scale > 1:
-    im = im.resize((im.width * scale, im.height * scale),
-                   Image.Resampling.NEAREST)
-  d = ImageDraw.Draw(im)
-  r = marker_radius(im.size)
-  for points, colour, marker in layers:
-    pts = (np.asarray(points, np.float64) + 0.5) * scale - 0.5
-    draw_markers(d, pts, colour, marker, r, max(1, int(round(r / 2))))
-  return im

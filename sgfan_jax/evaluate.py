@@ -186,9 +186,9 @@ def open_eval_splits(specs: Sequence[str], data_dir: Optional[str],
   return opened
 
 
-def evaluate(config, workdir: str, variables, apply_fn, dictionary,
-             data_dir=None, layout: str = "ibug68"
-             ) -> Optional[Dict[str, Any]]:
+def evaluate_splits(config, workdir: str, variables, apply_fn, dictionary,
+                    data_dir=None, layout: str = "ibug68"
+                    ) -> Optional[Dict[str, Any]]:
   """Evaluates every built eval split and writes the report into workdir.
 
   Returns the report paths (``report.write_report``) or None when no split

@@ -198,13 +198,3 @@ def refine_shapes(points: jax.Array, weights: jax.Array,
   return refine_shapes_with_details(
       points, weights, dictionary, num_neighbors=num_neighbors,
       weight_threshold=weight_threshold, mode=mode, ridge=ridge)["refined"]
-
-
-def refine_from_config(points: jax.Array, weights: jax.Array,
-                       dictionary: Union[ksvd.ShapeDictionary, jax.Array],
-                       refine_cfg) -> jax.Array:
-  """:func:`refine_shapes` with the settings of ``config.refine``."""
-  return refine_shapes(points, weights, dictionary,
-                       num_neighbors=int(refine_cfg.num_neighbors),
-                       weight_threshold=float(refine_cfg.weight_threshold),
-                       mode=str(refine_cfg.mode), ridge=float(refine_cfg.ridge))

@@ -1,6 +1,7 @@
 """The main job: train (resuming from workdir) and evaluate, from a config.
 
-``python main.py --config CONFIG --workdir DIR`` calls ``run(config, DIR)``:
+``python main.py --config CONFIG --workdir DIR`` calls
+``train_and_evaluate(config, DIR)``:
 
 1. open the training split (TFDS, built beforehand) and the eval splits;
 2. load ``DIR/shape_dictionary.npz`` or build it from the training shapes
@@ -68,7 +69,7 @@ def restore_for_eval(config, workdir: str):
   return variables, inference.create_model(config).apply
 
 
-def run(config, workdir: str) -> Optional[Dict[str, Any]]:
+def train_and_evaluate(config, workdir: str) -> Optional[Dict[str, Any]]:
   """Trains (unless ``config.eval_only``) and evaluates; returns report paths."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
@@ -120,8 +121,8 @@ def run(config, workdir: str) -> Optional[Dict[str, Any]]:
       return None
 
   variables, apply_fn = restore_for_eval(config, workdir)
-  paths = evaluate.evaluate(config, workdir, variables, apply_fn, dictionary,
-                            data_dir, layout.name)
+  paths = evaluate.evaluate_splits(config, workdir, variables, apply_fn,
+                                   dictionary, data_dir, layout.name)
   if paths and jax.process_index() == 0:
     with open(paths["results_json"]) as f:
       json.load(f)     # fail loudly on a broken report

@@ -55,7 +55,7 @@ def tiny_model(sample_tfds_dir, tmp_path_factory):
   config = test_config.get_config()
   config.data.data_dir = str(sample_tfds_dir)
   config.data.eval_splits = ()
-  run.run(config, str(workdir))
+  run.train_and_evaluate(config, str(workdir))
   return workdir
 
 

@@ -28,7 +28,7 @@ def _config(data_dir):
 @pytest.fixture(scope="module")
 def trained(sample_tfds_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("main_job")
-  paths = run.run(_config(sample_tfds_dir), str(workdir))
+  paths = run.train_and_evaluate(_config(sample_tfds_dir), str(workdir))
   return workdir, paths
 
 
@@ -101,7 +101,7 @@ def test_predict_on_a_photo(trained, tmp_path):
 def test_missing_dataset_is_a_clear_error(tmp_path):
   config = _config(tmp_path / "empty_tfds")
   with pytest.raises(FileNotFoundError, match="tfds_builders.build face300w"):
-    run.run(config, str(tmp_path / "w"))
+    run.train_and_evaluate(config, str(tmp_path / "w"))
 
 
 def test_eval_only_without_checkpoint_is_a_clear_error(sample_tfds_dir,
@@ -109,4 +109,4 @@ def test_eval_only_without_checkpoint_is_a_clear_error(sample_tfds_dir,
   config = _config(sample_tfds_dir)
   config.eval_only = True
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
-    run.run(config, str(tmp_path))
+    run.train_and_evaluate(config, str(tmp_path))
