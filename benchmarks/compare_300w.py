@@ -291,8 +291,7 @@ def main(argv=None):
   data_root = pathlib.Path(args.data)
   if not data_root.is_dir():
     raise SystemExit(f"300-W data not found at {data_root} (--data)")
-  names = [rel for rel, _, _ in occlusion_copy.list_faces(data_root,
-                                                          TEST_SUBSETS)]
+  names = [rel for rel, _, _ in pts_io.find_faces(data_root, TEST_SUBSETS)]
   total = len(names)
   if args.max_faces is not None and args.max_faces < total:
     idx = np.unique(np.linspace(0, total - 1, args.max_faces).round()

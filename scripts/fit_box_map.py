@@ -37,28 +37,6 @@ TRAIN_SUBSETS = ("afw", "helen/trainset", "lfpw/trainset")
 TEST_SUBSETS = ("helen/testset", "lfpw/testset")
 
 
-def list_faces(root, subsets):
-  """Sorted ``(image path, pts path)`` of every face in ``root/<subset>``."""
-  root = pathlib.Path(root)
-  faces = []
-  for sub in subsets:
-    d = root / sub
-    if not d.is_dir():
-      raise FileNotFoundError(f"300-W folder not found: {d}")
-    for pts in sorted(d.glob("*.pts")):
-      img = None
-      for ext in (".jpg", ".png", ".jpeg"):
-        if pts.with_suffix(ext).is_file():
-          img = pts.with_suffix(ext)
-          break
-      if img is None:
-        raise FileNotFoundError(f"{pts}: no image (.jpg/.png) beside it")
-      faces.append((img, pts))
-  if not faces:
-    raise FileNotFoundError(f"no .pts files in {root} under {list(subsets)}")
-  return faces
-
-
 def detect_and_match(detector, faces, min_iou, progress=True):
   """Runs the detector on each face's image and matches it to its landmark
   box. Returns (landmark boxes [M, 4], matched detector boxes [M, 4] with NaN
@@ -89,7 +67,8 @@ def main(argv=None):
   args = p.parse_args(argv)
 
   detector = detectors.DlibHOGDetector()
-  faces = list_faces(args.data, TRAIN_SUBSETS)
+  faces = [(image, pts) for _, image, pts in
+           pts_io.find_faces(args.data, TRAIN_SUBSETS)]
   print(f"{len(faces)} training faces; detector {detector!r}", flush=True)
   lm, det = detect_and_match(detector, faces, args.min_iou)
   hit = np.all(np.isfinite(det), axis=1)

@@ -452,25 +452,6 @@ def source_photo(rel_path: str) -> str:
   return str(stem.parent / photo)
 
 
-def list_faces(src, subsets) -> List[Tuple[str, pathlib.Path, pathlib.Path]]:
-  """Sorted ``(relative path without extension, image, pts)`` of every face."""
-  src = pathlib.Path(src)
-  out = []
-  for sub in subsets:
-    d = src / sub
-    if not d.is_dir():
-      raise FileNotFoundError(f"face folder not found: {d}")
-    for pts in sorted(d.glob("*.pts")):
-      img = next((pts.with_suffix(e) for e in (".jpg", ".png", ".jpeg")
-                  if pts.with_suffix(e).is_file()), None)
-      if img is None:
-        raise FileNotFoundError(f"{pts}: no image (.jpg/.png) beside it")
-      out.append((pts.relative_to(src).with_suffix("").as_posix(), img, pts))
-  if not out:
-    raise FileNotFoundError(f"no .pts files under {src} in {list(subsets)}")
-  return out
-
-
 def face_rng(seed: int, rel: str) -> np.random.Generator:
   return np.random.default_rng(
       np.random.SeedSequence([int(seed), zlib.crc32(rel.encode("utf-8"))]))
@@ -479,7 +460,7 @@ def face_rng(seed: int, rel: str) -> np.random.Generator:
 def build_occluded_copy(src, subsets: Sequence[str], out, seed: int = 0,
                         max_faces: Optional[int] = None) -> Dict:
   """Writes the occluded copy (module docstring); returns the summary."""
-  faces = list_faces(src, subsets)
+  faces = pts_io.find_faces(src, subsets)
   if max_faces is not None:
     faces = faces[:int(max_faces)]
   out = pathlib.Path(out)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import csv
 import os
+import pathlib
 import re
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -189,3 +190,46 @@ def read_300w_csv(path: PathLike,
   if not shapes:
     return names, np.zeros((0, num_points, 2), np.float32)
   return names, (np.stack(shapes) - 1.0).astype(np.float32)
+
+
+# Image files a .pts may sit beside (300-W release: .jpg and .png).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def find_faces(root: PathLike, subsets: Sequence[str]
+               ) -> List[Tuple[str, pathlib.Path, pathlib.Path]]:
+  """Every annotated face of 300-W-layout folders, sorted.
+
+  Args:
+    root: the folder holding the subset folders (e.g. ``.../300w``).
+    subsets: subset folders below it, e.g. ``("helen/testset",)``.
+
+  Returns:
+    ``(relative path without extension, image path, pts path)`` per face:
+    each ``.pts`` with the image of the same stem beside it (``.jpg``,
+    ``.jpeg`` or ``.png``, any case).
+
+  Raises:
+    FileNotFoundError: a missing subset folder, a ``.pts`` without image,
+      or no ``.pts`` at all (the message names the path).
+  """
+  root = pathlib.Path(root)
+  out = []
+  for sub in subsets:
+    folder = root / sub
+    if not folder.is_dir():
+      raise FileNotFoundError(f"face folder not found: {folder}")
+    files = sorted(folder.iterdir(), key=lambda p: p.name)
+    images = {p.name.lower(): p for p in files
+              if p.suffix.lower() in IMAGE_EXTENSIONS}
+    for pts in (p for p in files if p.suffix.lower() == ".pts"):
+      image = next((images[(pts.stem + e).lower()] for e in IMAGE_EXTENSIONS
+                    if (pts.stem + e).lower() in images), None)
+      if image is None:
+        raise FileNotFoundError(
+            f"{pts}: no image beside it (looked for {pts.stem}.jpg/.png)")
+      out.append((pts.relative_to(root).with_suffix("").as_posix(), image,
+                  pts))
+  if not out:
+    raise FileNotFoundError(f"no .pts files under {root} in {list(subsets)}")
+  return out

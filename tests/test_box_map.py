@@ -94,8 +94,8 @@ def test_mapping_improves_iou_on_held_out_test_faces(shared_data):
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]
                          / "scripts"))
   import fit_box_map  # pylint: disable=g-import-not-at-top
-  faces = fit_box_map.list_faces(shared_data / "300w",
-                                 fit_box_map.TEST_SUBSETS)
+  faces = [(image, pts) for _, image, pts in pts_io.find_faces(
+      shared_data / "300w", fit_box_map.TEST_SUBSETS)]
   assert len(faces) == 554
   faces = faces[::4]  # 139 faces: keeps the test to a few seconds
   bm = box_map.load_default("dlib_hog")

@@ -126,7 +126,7 @@ def test_bad_input_errors():
     oc.occlude_face(np.zeros((50, 50, 3)), np.zeros((68, 2)),
                     np.random.default_rng(0))
   with pytest.raises(FileNotFoundError, match="nothere"):
-    oc.list_faces(SAMPLE, ["nothere"])
+    pts_io.find_faces(SAMPLE, ["nothere"])
 
 
 def test_source_photo():

@@ -128,3 +128,23 @@ def test_real_csv(shared_data):
   assert names[0] == rows[1][0]
   first = np.array([float(v) for v in rows[1][4:4 + 136]]).reshape(68, 2)
   np.testing.assert_allclose(shapes[0], first - 1, atol=1e-3)
+
+
+def test_find_faces_pairs_images_and_points(tmp_path):
+  sub = tmp_path / "helen" / "testset"
+  sub.mkdir(parents=True)
+  pts = np.arange(136, dtype=np.float32).reshape(68, 2)
+  for stem, ext in (("b_1", ".JPG"), ("a_2", ".png"), ("a_1", ".jpg")):
+    pts_io.write_pts(sub / f"{stem}.pts", pts)
+    (sub / f"{stem}{ext}").write_bytes(b"x")
+  (sub / "notes.txt").write_text("ignored")
+  faces = pts_io.find_faces(tmp_path, ["helen/testset"])
+  assert [rel for rel, _, _ in faces] == [
+      "helen/testset/a_1", "helen/testset/a_2", "helen/testset/b_1"]
+  assert [img.name for _, img, _ in faces] == ["a_1.jpg", "a_2.png",
+                                              "b_1.JPG"]
+  pts_io.write_pts(sub / "lonely.pts", pts)
+  with pytest.raises(FileNotFoundError, match="lonely.pts: no image"):
+    pts_io.find_faces(tmp_path, ["helen/testset"])
+  with pytest.raises(FileNotFoundError, match="no .pts files"):
+    pts_io.find_faces(tmp_path, ["helen"])

@@ -72,3 +72,18 @@ def make_example(im: Image.Image, points: np.ndarray, visible: np.ndarray,
       "file_name": file_name,
       "subset": subset,
   }
+
+
+def dataset_info(builder, feature_points, homepage: str, **metadata):
+  """The DatasetInfo both builders declare: the features of DESIGN.md, the
+  release order kept (split index i is the i-th face of the release;
+  training shuffles in the input pipeline) and the crop geometry in the
+  metadata, plus the builder's own ``metadata`` entries."""
+  return builder.dataset_info_from_configs(
+      features=example_features(feature_points, CROP_SIZE),
+      supervised_keys=None,
+      disable_shuffling=True,
+      homepage=homepage,
+      metadata=tfds.core.MetadataDict(crop_context=CROP_CONTEXT,
+                                      crop_size=CROP_SIZE, **metadata),
+  )

@@ -151,23 +151,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=features.example_features(None, crop.CROP_SIZE),
-        supervised_keys=None,
-        # Keep the source order (sorted files / .mat index) so that split
-        # index i is the i-th face of the release; training shuffles in the
-        # input pipeline.
-        disable_shuffling=True,
-        homepage="https://data.caltech.edu/records/bc0bf-nc666",
-        metadata=tfds.core.MetadataDict(
-            crop_context=crop.CROP_CONTEXT,
-            crop_size=crop.CROP_SIZE,
-            layout=dict(LAYOUTS),
-            num_points=dict(NUM_POINTS),
-            coordinates="0-based, pixel centre (docs/DESIGN.md); MATLAB "
-                        "values minus 1",
-        ),
-    )
+    return features.dataset_info(
+        self, None, "https://data.caltech.edu/records/bc0bf-nc666",
+        layout=dict(LAYOUTS), num_points=dict(NUM_POINTS),
+        coordinates="0-based, pixel centre (docs/DESIGN.md); MATLAB values "
+                    "minus 1")
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = os.fspath(dl_manager.manual_dir)

@@ -45,7 +45,6 @@ SPLITS: Dict[str, Tuple[str, ...]] = {
 VAL_FRACTION = 0.05
 VAL_SEED = 0
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 NUM_POINTS = 68
 
 
@@ -57,22 +56,13 @@ def find_faces(manual_dir: str, subset: str) -> List[Tuple[str, str]]:
   Raises:
     crop.DataError: a ``.pts`` without image (message names the file).
   """
-  folder = os.path.join(manual_dir, subset)
-  pairs = []
-  for name in sorted(os.listdir(folder)):
-    stem, ext = os.path.splitext(name)
-    if ext.lower() != ".pts":
-      continue
-    pts_path = os.path.join(folder, name)
-    for image_ext in IMAGE_EXTENSIONS:
-      image_path = os.path.join(folder, stem + image_ext)
-      if os.path.isfile(image_path):
-        break
-    else:
-      raise crop.DataError(
-          f"{pts_path}: no image beside it (looked for {stem}.jpg/.png)")
-    pairs.append((image_path, pts_path))
-  return pairs
+  try:
+    faces = pts_io.find_faces(manual_dir, [subset])
+  except FileNotFoundError as e:
+    if "no .pts files" in str(e):
+      return []
+    raise crop.DataError(str(e)) from None
+  return [(str(image), str(pts)) for _, image, pts in faces]
 
 
 def val_names(names: Sequence[str], fraction: float = VAL_FRACTION,
@@ -158,25 +148,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=features.example_features(NUM_POINTS, crop.CROP_SIZE),
-        supervised_keys=None,
-        # Keep the source order (sorted files / .mat index) so that split
-        # index i is the i-th face of the release; training shuffles in the
-        # input pipeline.
-        disable_shuffling=True,
-        homepage="https://ibug.doc.ic.ac.uk/resources/300-W/",
-        metadata=tfds.core.MetadataDict(
-            crop_context=crop.CROP_CONTEXT,
-            crop_size=crop.CROP_SIZE,
-            layout="ibug68",
-            num_points=NUM_POINTS,
-            val_fraction=VAL_FRACTION,
-            val_seed=VAL_SEED,
-            coordinates="0-based, pixel centre (docs/DESIGN.md); "
-                        ".pts values minus 1",
-        ),
-    )
+    return features.dataset_info(
+        self, NUM_POINTS, "https://ibug.doc.ic.ac.uk/resources/300-W/",
+        layout="ibug68", num_points=NUM_POINTS, val_fraction=VAL_FRACTION,
+        val_seed=VAL_SEED,
+        coordinates="0-based, pixel centre (docs/DESIGN.md); .pts values "
+                    "minus 1")
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = os.fspath(dl_manager.manual_dir)
