@@ -103,7 +103,7 @@ class Landmarker:
       of the model's config).
     box_map: maps the detector's boxes (and ``box_format='detector'`` user
       boxes) to the model's box convention; None = the bundled map of the
-      detector ('none' needs none).
+      detector (of the default detector for detectors without one).
     batch_size: faces per forward pass (None = ``predict.batch_size``).
     refine: apply the score-guided refinement (Eq. 2) when the model has a
       shape dictionary.
@@ -141,11 +141,14 @@ class Landmarker:
                   if name == "dlib_hog" else detectors_lib.get_detector(name))
     self.detector = detector
     self.detector_name = getattr(detector, "name", type(detector).__name__)
-    if box_map is None and self.detector_name in box_map_lib.DEFAULT_MAPS:
-      box_map = box_map_lib.load_default(self.detector_name)
-    elif box_map is None and self.detector_name != "none":
-      box_map = box_map_lib.load_default(detectors_lib.DEFAULT_DETECTOR)
-    self.box_map = box_map          # None only for detector 'none'
+    if box_map is None:
+      # The detector's own map; detectors without one (e.g. 'none', whose
+      # whole-image box is not mapped) read box_format='detector' user
+      # boxes in the default detector's convention.
+      box_map = box_map_lib.load_default(
+          self.detector_name if self.detector_name in
+          box_map_lib.DEFAULT_MAPS else detectors_lib.DEFAULT_DETECTOR)
+    self.box_map = box_map
 
   # ----------------------------------------------------------- construction
 
@@ -200,9 +203,6 @@ class Landmarker:
       scores = [None] * len(boxes)
       if box_format == "landmarks":
         return boxes, scores, boxes.copy()
-      if self.box_map is None:
-        raise ValueError("box_format='detector' needs a box map; the "
-                         "detector 'none' has none (use 'landmarks')")
       return boxes, scores, self.box_map.apply(boxes).astype(np.float32)
     found, found_scores = self.detector.detect(image)
     found = np.asarray(found, np.float32).reshape(-1, 4)
