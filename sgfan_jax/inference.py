@@ -368,6 +368,9 @@ def load_model(directory: str) -> ModelBundle:
     raise ModelFileError(f"{path}: missing") from None
   except Exception as e:  # msgpack raises several kinds on corrupt data
     raise ModelFileError(f"{path}: cannot be read ({e})") from None
+  if not isinstance(variables, dict):
+    raise ModelFileError(f"{path}: expected params and batch_stats, found "
+                         f"a {type(variables).__name__}")
   if set(variables) != {"params", "batch_stats"}:
     raise ModelFileError(f"{path}: expected params and batch_stats, found "
                          f"{sorted(variables)}")

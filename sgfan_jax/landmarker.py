@@ -208,8 +208,8 @@ class Landmarker:
     found = np.asarray(found, np.float32).reshape(-1, 4)
     scores = [float(s) for s in np.asarray(found_scores).reshape(-1)]
     if self.detector_name == "none":
-      return found, scores, np.stack([self.whole_image_face_box(image)]
-                                     * len(found)).reshape(-1, 4)
+      whole = self.whole_image_face_box(image)
+      return found, scores, np.repeat(whole[None], len(found), 0)
     return found, scores, self.box_map.apply(found).astype(np.float32)
 
   def whole_image_face_box(self, image: np.ndarray) -> np.ndarray:

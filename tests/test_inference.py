@@ -243,10 +243,6 @@ def test_load_model_errors_name_the_file(tmp_path):
     inference.load_model(str(folder))
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "inference.load_model: a variables.msgpack that decodes to a scalar "
-    "(e.g. the single byte 0x05) reaches set(variables) and raises a bare "
-    "TypeError instead of ModelFileError (inference.py, load_model)"))
 def test_load_model_msgpack_scalar_is_a_model_file_error(tmp_path):
   folder = tmp_path / "m"
   pf.save_tiny_model(folder)
