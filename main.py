@@ -8,6 +8,7 @@ Any config field can be overridden: ``--config.batch_size=20``.
 
 from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from sgfan_jax import host_allocator
@@ -28,7 +29,6 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logs.quiet_libraries()
   if FLAGS.distributed:
-    import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
   run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 from typing import List
 
+import h5py
 import numpy as np
+import scipy.io
 
 
 class MatError(ValueError):
@@ -28,7 +30,6 @@ class MatError(ValueError):
 
 def is_v73(path: str) -> bool:
   """True if ``path`` is an HDF5 (MATLAB 7.3) file."""
-  import h5py  # pylint: disable=g-import-not-at-top
   return bool(h5py.is_hdf5(path))
 
 
@@ -47,10 +48,8 @@ class MatFile:
     self._v5 = None
     try:
       if is_v73(self.path):
-        import h5py  # pylint: disable=g-import-not-at-top
         self._h5 = h5py.File(self.path, "r")
       else:
-        import scipy.io  # pylint: disable=g-import-not-at-top
         self._v5 = scipy.io.loadmat(self.path)
     except MatError:
       raise
@@ -89,7 +88,6 @@ class MatFile:
     """Numeric variable ``name`` in MATLAB orientation."""
     self._require(name)
     if self._h5 is not None:
-      import h5py  # pylint: disable=g-import-not-at-top
       ds = self._h5[name]
       if not isinstance(ds, h5py.Dataset) or ds.dtype == h5py.ref_dtype:
         raise MatError(f"{self.path}: variable {name!r} is not a numeric "
@@ -112,7 +110,6 @@ class MatFile:
   def _cell_handles(self, name: str):
     self._require(name)
     if self._h5 is not None:
-      import h5py  # pylint: disable=g-import-not-at-top
       ds = self._h5[name]
       if not isinstance(ds, h5py.Dataset) or ds.dtype != h5py.ref_dtype:
         raise MatError(f"{self.path}: variable {name!r} is not a cell array")
