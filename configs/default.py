@@ -59,6 +59,23 @@ def get_config():
   config.augment.contrast = 0.2
   config.augment.saturation = 0.2
 
+  # -------------------------------------------------- synthetic occluders
+  # Beyond the paper (sgfan_jax/occluders.py; configs/lite.py:occluded): on
+  # device, after the augmentation above, paste one synthetic occluder per
+  # image with probability prob (ellipse / rectangle / hand; colour, skin,
+  # dark, noise or texture of another batch image) centred on the eyes, nose,
+  # mouth or one jaw side, covering a fraction of the face box (landmark
+  # box) uniform in [coverage_min, coverage_max]. 0 = off (the paper).
+  config.occluders = ml_collections.ConfigDict()
+  config.occluders.prob = 0.0
+  config.occluders.coverage_min = 0.2
+  config.occluders.coverage_max = 0.4
+  # Score-map target of the points under an occluder: 'paper' (the disc for
+  # every point, the occluder only changes pixels) or 'visibility' (0 for
+  # occluded points: the score branch learns to detect occlusion). The
+  # heatmap target is the paper's either way.
+  config.occluders.score_target = "paper"
+
   # ------------------------------------------------------------------ model
   config.model = ml_collections.ConfigDict()
   config.model.input_size = 128           # input and output map side (px)

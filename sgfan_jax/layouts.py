@@ -9,7 +9,9 @@ A layout names the points of an annotation scheme (68-point 300-W/iBUG,
   used by inter-pupil normalisation;
 * ``outer_eye_corners``: the two indices used by inter-ocular normalisation;
 * ``regions``: named groups of points (used to simulate occlusion and to
-  report per-region errors).
+  report per-region errors; ``occluders.REGION_NAMES`` are the ones the
+  training occluders are centred on: eyes, nose, mouth, left / right jaw
+  where a layout has them).
 
 Nothing elsewhere in the package branches on ``num_points``: code asks the
 layout. "Left" and "right" are as seen in the image (viewer's left), matching
@@ -89,6 +91,7 @@ IBUG_68 = LandmarkLayout(
         "nose": _range(27, 35),
         "left_eye": _range(36, 41),
         "right_eye": _range(42, 47),
+        "eyes": _range(36, 47),
         "left_eye_brow": _range(17, 21) + _range(36, 41),
         "right_eye_brow": _range(22, 26) + _range(42, 47),
         "mouth": _range(48, 67),
@@ -137,6 +140,8 @@ WFLW_98 = LandmarkLayout(
     outer_eye_corners=(60, 72),
     regions={
         "contour": _range(0, 32),
+        "left_jaw": _range(0, 16),
+        "right_jaw": _range(16, 32),
         "brows": _range(33, 50),
         "nose": _range(51, 59),
         "eyes": _range(60, 75) + (96, 97),

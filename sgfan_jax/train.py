@@ -1,7 +1,8 @@
 """Training: TrainState, the jitted train/eval steps and the training loop.
 
 ``train_step(state, batch, rng)`` (jitted, state donated) augments the host
-batch on device, renders the Sec. 3.2 targets, runs the network, computes
+batch on device (and pastes synthetic occluders when configured,
+occluders.py), renders the Sec. 3.2 targets, runs the network, computes
 Eq. 3 and applies one RMSProp update. Prediction (evaluation, validation,
 photos) is the ``inference`` layer, which this module imports.
 """
@@ -28,6 +29,7 @@ from sgfan_jax import inference as inference_lib
 from sgfan_jax import layouts
 from sgfan_jax import losses
 from sgfan_jax import model as model_lib
+from sgfan_jax import occluders as occluders_lib
 from sgfan_jax import optim
 from sgfan_jax import parallel
 from sgfan_jax import targets
@@ -53,6 +55,8 @@ class StepSpec:
   mean_over_batch: bool
   flip_perm: tuple
   aug: tuple                  # sorted (name, value) of config.augment
+  occluders: tuple            # sorted (name, value) of config.occluders
+  occluder_regions: tuple     # point indices per region (occluders.py)
   inference: inference_lib.InferenceSpec
 
 
@@ -66,6 +70,9 @@ def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
     metadata = dataclasses.asdict(metadata)
   layout = layouts.get_layout(metadata["layout"])
   infer = inference_lib.inference_spec(config, metadata)
+  occ = config.occluders
+  occluders_lib.check_settings(occ.prob, (occ.coverage_min, occ.coverage_max),
+                               occ.score_target)
   return StepSpec(
       input_size=infer.input_size,
       window_side=infer.window_side,
@@ -75,6 +82,8 @@ def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
       mean_over_batch=bool(config.loss_mean_over_batch),
       flip_perm=tuple(int(i) for i in layout.flip_permutation),
       aug=tuple(sorted(config.augment.to_dict().items())),
+      occluders=tuple(sorted(occ.to_dict().items())),
+      occluder_regions=occluders_lib.region_indices(layout),
       inference=infer,
   )
 
@@ -101,6 +110,34 @@ def _forward_loss(params, state, images, heat_gt, score_gt, spec):
   return total, (terms, mutated["batch_stats"])
 
 
+def step_inputs(batch: Dict[str, jnp.ndarray], step_rng, spec: StepSpec):
+  """The augmented network input and its Sec. 3.2 targets for one step.
+
+  With ``spec.occluders`` prob > 0 an occluder is pasted after the
+  augmentation (occluders.py; key ``fold_in(step_rng, 1)``); with
+  score_target 'visibility' the score maps of the points under it are 0.
+
+  Returns:
+    (images, heatmaps, scores, occluded [B, N] bool or None when off).
+  """
+  images, points, _ = augment.train_transform(
+      step_rng, batch["image"], batch["landmarks"], batch["visible"],
+      aug=types.SimpleNamespace(**dict(spec.aug)), flip_perm=jnp.asarray(spec.flip_perm),
+      window_side=spec.window_side, out_size=spec.input_size)
+  occ = types.SimpleNamespace(**dict(spec.occluders))
+  occluded = None
+  if occ.prob > 0:
+    images, occluded, _ = occluders_lib.paste_occluders(
+        jax.random.fold_in(step_rng, 1), images, points,
+        regions=spec.occluder_regions, prob=occ.prob,
+        coverage=(occ.coverage_min, occ.coverage_max))
+  heat_gt, score_gt = targets.render_targets(
+      points, spec.input_size, spec.sigma, spec.score_radius)
+  if occluded is not None and occ.score_target == "visibility":
+    score_gt = jnp.where(occluded[:, None, None, :], 0.0, score_gt)
+  return images, heat_gt, score_gt, occluded
+
+
 def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], rng,
                *, spec: StepSpec, schedule: Optional[Callable] = None):
   """One optimisation step.
@@ -117,15 +154,11 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], rng,
   Returns:
     (new_state, metrics) with scalar 'loss' (Eq. 3 over the batch, divided by
     B when ``mean_over_batch``), 'heatmap_loss', 'score_loss' (per-sample
-    means), 'grad_norm', 'lr'.
+    means), 'grad_norm', 'lr'; with occluders on also 'occluded_points'
+    (fraction of the batch's points under an occluder).
   """
   step_rng = jax.random.fold_in(rng, state.step)
-  images, points, _ = augment.train_transform(
-      step_rng, batch["image"], batch["landmarks"], batch["visible"],
-      aug=types.SimpleNamespace(**dict(spec.aug)), flip_perm=jnp.asarray(spec.flip_perm),
-      window_side=spec.window_side, out_size=spec.input_size)
-  heat_gt, score_gt = targets.render_targets(
-      points, spec.input_size, spec.sigma, spec.score_radius)
+  images, heat_gt, score_gt, occluded = step_inputs(batch, step_rng, spec)
   grad_fn = jax.value_and_grad(_forward_loss, has_aux=True)
   (loss, (terms, batch_stats)), grads = grad_fn(
       state.params, state, images, heat_gt, score_gt, spec)
@@ -136,6 +169,8 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], rng,
       "score_loss": terms["score"].mean(),
       "grad_norm": optax.global_norm(grads),
   }
+  if occluded is not None:
+    metrics["occluded_points"] = occluded.mean()
   if schedule is not None:
     metrics["lr"] = schedule(state.step)
   return new_state, metrics

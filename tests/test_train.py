@@ -149,3 +149,107 @@ def test_eval_step_compiles_once_and_maps_to_image(sample):
   back = inference.output_to_image(pts_in, out_to_crop, batch["crop_to_image"])
   np.testing.assert_allclose(np.asarray(back), batch["landmarks_original"],
                              atol=1e-2)
+
+
+# ------------------------------------------- synthetic occluders (occluders.py)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import types
+
+import optax
+
+from sgfan_jax import occluders
+from sgfan_jax import targets
+
+
+def _paper_train_step(state, batch, rng, *, spec):
+  """train_step as recorded before the occluders existed (the paper step)."""
+  step_rng = jax.random.fold_in(rng, state.step)
+  images, points, _ = augment.train_transform(
+      step_rng, batch["image"], batch["landmarks"], batch["visible"],
+      aug=types.SimpleNamespace(**dict(spec.aug)),
+      flip_perm=jnp.asarray(spec.flip_perm), window_side=spec.window_side,
+      out_size=spec.input_size)
+  heat_gt, score_gt = targets.render_targets(
+      points, spec.input_size, spec.sigma, spec.score_radius)
+  grad_fn = jax.value_and_grad(train._forward_loss, has_aux=True)  # pylint: disable=protected-access
+  (loss, (terms, batch_stats)), grads = grad_fn(
+      state.params, state, images, heat_gt, score_gt, spec)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  return new_state, {"loss": loss, "heatmap_loss": terms["heatmap"].mean(),
+                     "score_loss": terms["score"].mean(),
+                     "grad_norm": optax.global_norm(grads)}
+
+
+def test_occluders_off_is_bit_for_bit_the_paper_step(sample):
+  examples, meta = sample
+  config = test_config.get_config()
+  assert config.occluders.prob == 0.0            # default: off
+  spec = train.step_spec(config, meta)
+  states = [train.create_train_state(config, 68, meta["num_examples"],
+                                     jax.random.PRNGKey(0)) for _ in range(2)]
+  ours = jax.jit(lambda s, b, r: train.train_step(s, b, r, spec=spec))
+  paper = jax.jit(lambda s, b, r: _paper_train_step(s, b, r, spec=spec))
+  batches = fixed_batches(examples, config.batch_size)(0)
+  for _ in range(2):
+    batch = next(batches)
+    states[0], m0 = ours(states[0], batch, jax.random.PRNGKey(1))
+    states[1], m1 = paper(states[1], batch, jax.random.PRNGKey(1))
+    assert set(m0) == set(m1)                    # no occluder metric
+    chex.assert_trees_all_equal(m0, m1)
+  for name in ("params", "batch_stats", "opt_state"):
+    chex.assert_trees_all_equal(getattr(states[0], name),
+                                getattr(states[1], name))
+
+
+@pytest.mark.parametrize("score_target", occluders.SCORE_TARGETS)
+def test_occluded_steps_zero_score_targets_where_flagged(sample,
+                                                         score_target):
+  examples, meta = sample
+  config = test_config.get_config()
+  config.occluders.prob = 1.0
+  config.occluders.score_target = score_target
+  spec = train.step_spec(config, meta)
+  hash(spec)
+  state = train.create_train_state(config, 68, meta["num_examples"],
+                                   jax.random.PRNGKey(0))
+  chex.clear_trace_counter()           # parametrized: one count per case
+
+  @chex.assert_max_traces(n=1)
+  def step_impl(state, batch, rng):
+    return train.train_step(state, batch, rng, spec=spec)
+
+  step = jax.jit(step_impl, donate_argnums=(0,))
+  inputs = jax.jit(lambda b, r: train.step_inputs(b, r, spec))
+  batches = fixed_batches(examples, config.batch_size)(0)
+  rng = jax.random.PRNGKey(1)
+  for k in range(3):
+    batch = next(batches)
+    state, metrics = step(state, batch, rng)
+    for name in ("loss", "heatmap_loss", "score_loss", "grad_norm"):
+      assert np.isfinite(float(metrics[name])), (name, metrics)
+    assert 0.0 < float(metrics["occluded_points"]) < 1.0
+    # The step's targets: the paper's heatmaps; score maps zero exactly on
+    # the occluded points for 'visibility', the paper's otherwise.
+    step_rng = jax.random.fold_in(rng, k)
+    images, heat, score, occ = jax.tree_util.tree_map(
+        np.asarray, inputs(batch, step_rng))
+    plain, points, _ = augment.train_transform(
+        step_rng, batch["image"], batch["landmarks"], batch["visible"],
+        aug=types.SimpleNamespace(**dict(spec.aug)),
+        flip_perm=jnp.asarray(spec.flip_perm), window_side=spec.window_side,
+        out_size=spec.input_size)
+    heat_ref, score_ref = jax.tree_util.tree_map(np.asarray,
+                                                 targets.render_targets(
+        points, spec.input_size, spec.sigma, spec.score_radius))
+    assert occ.shape == (4, 68) and occ.any(axis=1).all()
+    np.testing.assert_array_equal(heat, heat_ref)
+    flagged = np.broadcast_to(occ[:, None, None, :], score.shape)
+    if score_target == "visibility":
+      np.testing.assert_array_equal(score[flagged], 0.0)
+      assert score_ref[flagged].sum() > 0          # the paper's were not
+      np.testing.assert_array_equal(score[~flagged], score_ref[~flagged])
+    else:
+      np.testing.assert_array_equal(score, score_ref)
+    # The occluder changed pixels of every image.
+    assert (np.abs(images - np.asarray(plain)).max(axis=(1, 2, 3)) > 0).all()
+  assert int(state.step) == 3
