@@ -19,6 +19,7 @@ COMMANDS = {
     "demo": "sgfan_jax.demo",
     "build-dictionary": "sgfan_jax.build_dictionary",
     "export-model": "sgfan_jax.export_model",
+    "occlusion-copy": "sgfan_jax.occlusion_copy",
 }
 
 

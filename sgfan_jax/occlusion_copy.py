@@ -40,7 +40,7 @@ texture donor, drawn from the set). Same seed -> byte-identical output.
 Command::
 
   python -m sgfan_jax.occlusion_copy --src /work/shared/data/300w \\
-      --subsets helen/testset lfpw/testset --out DIR --seed 0
+      --subsets=helen/testset,lfpw/testset --out DIR --seed 0
 
 writes ``DIR/<subset>/<name>.jpg`` (the occluded image, JPEG quality 95; PNG
 sources stay PNG), ``DIR/<subset>/<name>.pts`` (copied unchanged) and
@@ -50,7 +50,6 @@ region, covered fraction, geometry, donor), and prints a summary line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -59,11 +58,14 @@ import shutil
 import zlib
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from absl import app
+from absl import flags
 import numpy as np
 from PIL import Image
 
 from sgfan_jax import crop
 from sgfan_jax import layouts
+from sgfan_jax import occluders
 from sgfan_jax import pts_io
 
 OCCLUDER_TYPES = ("texture", "noise", "skin_ellipse", "dark_ellipse", "hand")
@@ -77,8 +79,8 @@ REGIONS = {
 }
 COVERAGE_RANGE = (0.2, 0.4)
 _TARGET_RANGE = (0.22, 0.38)
-_SKIN_TONES = np.array([[233, 190, 160], [224, 172, 140], [198, 134, 103],
-                        [168, 112, 80], [141, 85, 56], [96, 60, 40]], float)
+# The training occluders' skin tones (one table for both generators).
+_SKIN_TONES = np.array(occluders.SKIN_TONES, float)
 JPEG_QUALITY = 95
 VERSION = 1  # bump when the generated occluders change
 
@@ -533,23 +535,35 @@ def load_occlusion(directory) -> Dict:
     return json.load(f)
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(
-      prog="python -m sgfan_jax.occlusion_copy",
-      description="Writes a seeded synthetically occluded copy of 300-W "
-      "style faces (image + .pts) with occlusion.json.")
-  p.add_argument("--src", required=True, help="root of the face folders")
-  p.add_argument("--subsets", nargs="+", required=True,
-                 help="folders under --src, e.g. helen/testset lfpw/testset")
-  p.add_argument("--out", required=True, help="output directory")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--max_faces", type=int, default=None,
-                 help="only the first N faces (quick runs)")
-  args = p.parse_args(argv)
-  summary = build_occluded_copy(args.src, args.subsets, args.out, args.seed,
-                                args.max_faces)
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when run as a command)."""
+  flags.DEFINE_string("src", None, "Root of the face folders.")
+  flags.DEFINE_list("subsets", None, "Folders under --src, e.g. "
+                    "helen/testset,lfpw/testset.")
+  flags.DEFINE_string("out", None, "Output directory.")
+  flags.DEFINE_integer("seed", 0, "Occluder seed.")
+  flags.DEFINE_integer("max_faces", None, "Only the first N faces (quick "
+                       "runs).")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not (FLAGS.src and FLAGS.subsets and FLAGS.out):
+    raise app.UsageError("--src, --subsets and --out are required")
+  summary = build_occluded_copy(FLAGS.src, FLAGS.subsets, FLAGS.out,
+                                FLAGS.seed, FLAGS.max_faces)
   print(summary_line(summary))
 
 
+def cli(argv: Optional[Sequence[str]] = None) -> None:
+  """Entry point: ``python -m sgfan_jax.occlusion_copy``."""
+  define_flags()
+  app.run(main, argv=argv)
+
+
 if __name__ == "__main__":
-  main()
+  cli()

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tensorboardX
+import tqdm
 
 from sgfan_jax import augment
 from sgfan_jax import checkpoints as ckpt_lib
@@ -122,7 +124,8 @@ def step_inputs(batch: Dict[str, jnp.ndarray], step_rng, spec: StepSpec):
   """
   images, points, _ = augment.train_transform(
       step_rng, batch["image"], batch["landmarks"], batch["visible"],
-      aug=types.SimpleNamespace(**dict(spec.aug)), flip_perm=jnp.asarray(spec.flip_perm),
+      aug=types.SimpleNamespace(**dict(spec.aug)),
+      flip_perm=jnp.asarray(spec.flip_perm),
       window_side=spec.window_side, out_size=spec.input_size)
   occ = types.SimpleNamespace(**dict(spec.occluders))
   occluded = None
@@ -195,14 +198,15 @@ def make_train_step(spec: StepSpec, schedule=None, mesh=None):
 
 
 class MetricWriter:
-  """Writes scalars to ``workdir/metrics.jsonl`` and TensorBoard (tensorboardX)."""
+  """Writes scalars to ``workdir/metrics.jsonl`` and TensorBoard
+  (tensorboardX)."""
 
   def __init__(self, workdir: str, tensorboard: bool = True):
     self._path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if tensorboard and jax.process_index() == 0:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = tensorboardX.SummaryWriter(
+          os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: Dict[str, float]) -> None:
     if jax.process_index() != 0:
@@ -323,7 +327,6 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
   eval_every = max(1, int(config.eval.every_epochs * spe))
   bar = None
   if progress and jax.process_index() == 0:
-    import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm.tqdm(total=total_steps, initial=start, unit="step",
                     dynamic_ncols=True, mininterval=1.0)
   logging.info("Training %d steps (%d per epoch), from step %d.", total_steps,
