@@ -4,6 +4,8 @@ import filecmp
 import json
 import math
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -140,15 +142,20 @@ def _tree(d):
                 if p.is_file())
 
 
-def test_command_is_deterministic(tmp_path, capsys):
-  subsets = ["afw"]
-  args = ["--src", str(SAMPLE), "--subsets", *subsets, "--seed", "0"]
-  oc.main(args + ["--out", str(tmp_path / "a")])
-  line = capsys.readouterr().out
+def _command(*args):
+  proc = subprocess.run(
+      [sys.executable, "-m", "sgfan_jax.occlusion_copy", *args],
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return proc.stdout
+
+
+def test_command_is_deterministic(tmp_path):
+  args = ["--src", str(SAMPLE), "--subsets=afw"]
+  line = _command(*args, "--seed=0", "--out", str(tmp_path / "a"))
   assert "faces 12" in line and "mean occluded points per face" in line
-  oc.main(args + ["--out", str(tmp_path / "b")])
-  oc.main(["--src", str(SAMPLE), "--subsets", *subsets, "--seed", "1",
-           "--out", str(tmp_path / "c")])
+  _command(*args, "--seed=0", "--out", str(tmp_path / "b"))
+  _command(*args, "--seed=1", "--out", str(tmp_path / "c"))
   a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
   files = _tree(a)
   assert len(files) == 2 * 12 + 1 and "occlusion.json" in files
