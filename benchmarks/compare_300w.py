@@ -43,6 +43,7 @@ on N evenly spaced faces.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pathlib
 import sys
@@ -112,18 +113,28 @@ def detect_boxes(detector, data):
 # ---------------------------------------------------------------- methods
 
 
+def shape_predictor_path() -> str:
+  """dlib's ``shape_predictor_68_face_landmarks.dat`` from the
+  face-recognition-models package, found without importing it (its
+  ``__init__`` needs ``pkg_resources``, which setuptools >= 81 dropped)."""
+  spec = importlib.util.find_spec("face_recognition_models")
+  if spec is None or not spec.submodule_search_locations:
+    raise ImportError("dlib's 68-point model comes from the "
+                      "'face-recognition-models' package: pip install "
+                      "face-recognition-models")
+  path = os.path.join(list(spec.submodule_search_locations)[0], "models",
+                      "shape_predictor_68_face_landmarks.dat")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: missing from face-recognition-models")
+  return path
+
+
 class DlibPredictor:
   """dlib's 68-point predictor on a float ``[x0, y0, x1, y1]`` detector box."""
 
   def __init__(self):
     self.dlib = detectors.import_dlib()
-    try:
-      import face_recognition_models  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise ImportError("dlib's 68-point model comes from the "
-                        "'face-recognition-models' package: pip install "
-                        "face-recognition-models") from e
-    self.model_path = face_recognition_models.pose_predictor_model_location()
+    self.model_path = shape_predictor_path()
     self.predictor = self.dlib.shape_predictor(self.model_path)
 
   def __call__(self, image, box) -> np.ndarray:
