@@ -13,6 +13,7 @@ subprocess is reported too. Implementations alternate within each width.
 """
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -36,6 +37,7 @@ def worker(width, impl, reps):
   import jax
   import numpy as np
   from configs import default as default_config
+  from sgfan_jax import inference
   from sgfan_jax import layouts
   from sgfan_jax import model as model_lib
   from sgfan_jax import train as train_lib
@@ -70,11 +72,13 @@ def worker(width, impl, reps):
   run_step()
   out["compile_s"] = time.perf_counter() - t0
   out["train_s"] = _median_time(run_step, reps["warmup"], reps["train"])
-  predict = jax.jit(train_lib.predict_maps)
+  predict = jax.jit(functools.partial(inference.predict_maps,
+                                      holder[0].apply_fn))
   x = jax.numpy.zeros((1, config.model.input_size,
                        config.model.input_size, 3))
   out["fwd1_s"] = _median_time(
-      lambda: jax.block_until_ready(predict(holder[0], x)), reps["warmup"] + 1,
+      lambda: jax.block_until_ready(predict(
+          train_lib.variables_of(holder[0]), x)), reps["warmup"] + 1,
       reps["fwd1"])
   return out
 
