@@ -56,10 +56,12 @@ def export(workdir: str, out: str, step: Optional[int] = None) -> dict:
   progress = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(progress):
     with open(progress) as f:
-      epochs = [json.loads(line).get("epoch") for line in f if line.strip()]
-    epochs = [e for e in epochs if e is not None]
-    if epochs:
-      meta["epochs_trained"] = round(max(epochs), 3)
+      rows = [json.loads(line) for line in f if line.strip()]
+    # Epochs per step from the training log (its lines carry both).
+    logged = [r for r in rows if r.get("epoch") and r.get("step")]
+    if logged:
+      per_step = logged[-1]["epoch"] / logged[-1]["step"]
+      meta["epochs_trained"] = round(step * per_step, 3)
   inference.save_model(out, bundle.variables, bundle.config, meta,
                        bundle.dictionary)
   return meta

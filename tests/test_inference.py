@@ -19,6 +19,7 @@ import pytest
 from configs import default as default_config
 from sgfan_jax import checkpoints as ckpt_lib
 from sgfan_jax import crop
+from sgfan_jax import export_model
 from sgfan_jax import inference
 from sgfan_jax import ksvd
 from sgfan_jax import optim
@@ -403,3 +404,24 @@ def test_checkpoint_errors(tmp_path):
     inference.load_checkpoint_variables(str(tmp_path))
   with pytest.raises(inference.ModelFileError, match=r"config\.json: missing"):
     Landmarker.from_checkpoint(str(tmp_path))
+
+
+def test_export_model_writes_a_loadable_folder(tiny, crops, workdir,
+                                               tmp_path):
+  """export_model: the best checkpoint as a model folder, same outputs."""
+  wd = workdir["dir"]
+  (wd / "metrics.jsonl").write_text(
+      '{"step": 2, "loss": 1.0, "epoch": 0.5}\n{"step": 3, "val_nme": 0.25}\n')
+  out = tmp_path / "exported"
+  meta = export_model.export(str(wd), str(out))
+  assert meta["step"] == 3 and meta["val_nme"] == pytest.approx(0.25)
+  assert meta["val_split"] == tiny["config"].data.val_split
+  assert meta["epochs_trained"] == pytest.approx(3 * 0.5 / 2)
+  bundle = inference.load_model(str(out))
+  assert bundle.metadata["step"] == 3
+  images, mats = crops
+  dic = tiny["device_dictionary"]
+  _assert_same(_np(tiny["predict"](bundle.variables, images, mats, dic)),
+               _np(tiny["predict"](workdir["variables"], images, mats, dic)))
+  # No optimiser state in the folder: parameters and statistics only.
+  assert set(bundle.variables) == {"params", "batch_stats"}
