@@ -27,9 +27,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from benchmarks import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import train_step  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-BATCH = 10
-CROP = 256
+BATCH = train_step.BATCH
 MATMUL_N = 2048
 
 
@@ -65,26 +65,10 @@ def matmul_rates(n: int, reps: int):
 def model_row(width: int, reps: int):
   """FLOPs per image (XLA cost analysis) and measured time of one width."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from configs import default as default_config  # pylint: disable=g-import-not-at-top
   from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
   from sgfan_jax import train as train_lib  # pylint: disable=g-import-not-at-top
 
-  config = default_config.get_config()
-  config.model.width = width
-  metadata = {"crop_size": CROP, "crop_context": 2.2,
-              "layout": config.data.layout}
-  spec = train_lib.step_spec(config, metadata)
-  n = len(spec.flip_perm)
-  state = train_lib.create_train_state(config, n, 1000, jax.random.PRNGKey(0))
-  rng = np.random.default_rng(0)
-  points = (CROP / 2 + rng.normal(scale=25.0, size=(BATCH, n, 2))).astype(
-      np.float32)
-  batch = jax.device_put({
-      "image": rng.integers(0, 256, (BATCH, CROP, CROP, 3), np.uint8),
-      "landmarks": points, "visible": np.ones((BATCH, n), bool)})
-  step = train_lib.make_train_step(spec)
-  key = jax.random.PRNGKey(1)
+  config, state, batch, step, key = train_step.synthetic_step(width)
   compiled = step.lower(state, batch, key).compile()
   train_flops = compiled.cost_analysis()["flops"] / BATCH
   holder = [state]

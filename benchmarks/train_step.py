@@ -32,14 +32,17 @@ CROP = 256
 _median_time = timing.median_time
 
 
-def worker(width, impl, reps):
-  """Times the real train step and the batch-1 forward; returns a dict."""
+def synthetic_step(width, impl="auto"):
+  """The real jitted train step of ``width`` on a synthetic batch.
+
+  Returns ``(config, state, batch, step, key)``: a uint8 batch of ``BATCH``
+  stored crops with a face-like point cloud, the donated ``make_train_step``
+  and its PRNG key. Shared by this script and benchmarks/roofline.py.
+  """
   import jax
   import numpy as np
   from configs import default as default_config
-  from sgfan_jax import inference
   from sgfan_jax import layouts
-  from sgfan_jax import model as model_lib
   from sgfan_jax import train as train_lib
 
   config = default_config.get_config()
@@ -59,8 +62,18 @@ def worker(width, impl, reps):
   batch = {"image": rng.integers(0, 256, (BATCH, CROP, CROP, 3), np.uint8),
            "landmarks": points, "visible": np.ones((BATCH, n), bool)}
   batch = jax.device_put(batch)
-  step = train_lib.make_train_step(spec)
-  key = jax.random.PRNGKey(1)
+  return config, state, batch, train_lib.make_train_step(spec), (
+      jax.random.PRNGKey(1))
+
+
+def worker(width, impl, reps):
+  """Times the real train step and the batch-1 forward; returns a dict."""
+  import jax
+  from sgfan_jax import inference
+  from sgfan_jax import model as model_lib
+  from sgfan_jax import train as train_lib
+
+  config, state, batch, step, key = synthetic_step(width, impl)
   holder = [state]
 
   def run_step():
