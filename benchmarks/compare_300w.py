@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import pathlib
 import sys
@@ -65,6 +66,12 @@ from sgfan_jax import occlusion_copy  # pylint: disable=g-import-not-at-top
 from sgfan_jax import pts_io  # pylint: disable=g-import-not-at-top
 
 TEST_SUBSETS = ("helen/testset", "lfpw/testset")
+# --split val: the face300w builder's validation faces (5 % of the training
+# folders, picked by file-name hash), for choosing between trained variants
+# without looking at the test faces.
+TRAIN_SUBSETS = ("afw", "helen/trainset", "lfpw/trainset")
+SPLIT_TITLES = {"test_common": "300-W common test",
+                "val": "face300w:val (held-out training faces)"}
 PROTOCOLS = ("landmark", "detector")
 PROTOCOL_TITLES = {"landmark": "(a) landmark box", "detector": "(b) detector box"}
 METHOD_TITLES = {"ours_raw": "ours, heatmaps only (Eq. 4)",
@@ -75,6 +82,16 @@ NORMS = {"inter_pupil": "IP", "inter_ocular": "IO"}
 
 
 # ------------------------------------------------------------------- data
+
+
+def val_faces(data_root) -> List[str]:
+  """The face300w:val faces (relative paths without extension), sorted."""
+  from tfds_builders.face300w import face300w_dataset_builder as b  # pylint: disable=g-import-not-at-top
+  faces = pts_io.find_faces(data_root, TRAIN_SUBSETS)
+  rel_img = {rel: os.path.relpath(img, data_root).replace(os.sep, "/")
+             for rel, img, _ in faces}
+  held = b.val_names(sorted(rel_img.values()))
+  return sorted(rel for rel, img in rel_img.items() if img in held)
 
 
 def load_set(root, faces, tag):
@@ -292,6 +309,11 @@ def main(argv=None):
                  help="occluded copy (default: /tmp/sgfan_occluded_300w_"
                  "seed<seed>, built when missing)")
   p.add_argument("--occlusion_seed", type=int, default=0)
+  p.add_argument("--split", default="test_common", choices=list(SPLIT_TITLES),
+                 help="test_common: the 554 common-test faces (reported); "
+                 "val: the face300w:val faces (model selection)")
+  p.add_argument("--out_json", default="",
+                 help="also write the summary numbers as JSON here")
   p.add_argument("--batch_size", type=int, default=16)
   p.add_argument("--out_md", default=str(REPO / "benchmarks/results/"
                                           "compare_300w.md"))
@@ -302,29 +324,37 @@ def main(argv=None):
   data_root = pathlib.Path(args.data)
   if not data_root.is_dir():
     raise SystemExit(f"300-W data not found at {data_root} (--data)")
-  names = [rel for rel, _, _ in pts_io.find_faces(data_root, TEST_SUBSETS)]
+  subsets = TEST_SUBSETS if args.split == "test_common" else TRAIN_SUBSETS
+  names = [rel for rel, _, _ in pts_io.find_faces(data_root, subsets)]
+  only = None
+  if args.split == "val":
+    names = val_faces(data_root)
+    only = names
   total = len(names)
   if args.max_faces is not None and args.max_faces < total:
     idx = np.unique(np.linspace(0, total - 1, args.max_faces).round()
                     .astype(int))
     names = [names[i] for i in idx]
 
-  occ_dir = pathlib.Path(args.occluded_dir or
-                         f"/tmp/sgfan_occluded_300w_seed{args.occlusion_seed}")
+  occ_dir = pathlib.Path(
+      args.occluded_dir or f"/tmp/sgfan_occluded_300w"
+      f"{'' if args.split == 'test_common' else '_' + args.split}"
+      f"_seed{args.occlusion_seed}")
   doc = None
   if (occ_dir / "occlusion.json").is_file():
     doc = occlusion_copy.load_occlusion(occ_dir)
     if (doc.get("seed") != args.occlusion_seed
         or doc.get("version") != occlusion_copy.VERSION
         or doc.get("max_faces") is not None
+        or doc.get("subsets") != list(subsets)
         or any(n not in doc["faces"] for n in names)):
       raise SystemExit(f"{occ_dir} holds a different occluded copy (seed "
                        f"{doc.get('seed')}, version {doc.get('version')}); "
                        "pick another --occluded_dir")
   else:
     print(f"building the occluded copy in {occ_dir}", flush=True)
-    occlusion_copy.build_occluded_copy(data_root, TEST_SUBSETS, occ_dir,
-                                       args.occlusion_seed)
+    occlusion_copy.build_occluded_copy(data_root, subsets, occ_dir,
+                                       args.occlusion_seed, names=only)
     doc = occlusion_copy.load_occlusion(occ_dir)
   occ_flags = np.array([doc["faces"][n]["occluded"] for n in names], bool)
 
@@ -402,13 +432,13 @@ def main(argv=None):
   if lm is not None:
     import jax  # pylint: disable=g-import-not-at-top
     versions += f", jax {jax.__version__} ({jax.default_backend()})"
-  md = [timing.report_header("300-W common test: ours vs dlib",
+  md = [timing.report_header(f"{SPLIT_TITLES[args.split]}: ours vs dlib",
                              "benchmarks/compare_300w.py", argv, machine,
                              versions)]
   n = len(names)
   md.append(
-      f"Faces: {n} of the {total} 300-W common-test faces "
-      f"({', '.join(TEST_SUBSETS)}, shared 300-W folders)"
+      f"Faces: {n} of the {total} {SPLIT_TITLES[args.split]} faces "
+      f"({', '.join(subsets)}, shared 300-W folders)"
       + (f", {n} evenly spaced ones (`--max_faces`)" if n < total else "")
       + f"; occluded copy: `python -m sgfan_jax.occlusion_copy --seed "
       f"{args.occlusion_seed}` (one occluder per face over 20-40 % of the "
@@ -506,6 +536,20 @@ def main(argv=None):
       f"* CED plots (inter-ocular NME): protocol (a) `{plots['landmark']}`, "
       f"protocol (b) `{plots['detector']}`.\n")
   out_md.write_text("".join(md))
+  if args.out_json:
+    summary = {"split": args.split, "faces": n, "model": model_desc,
+               "detector": det_stats, "results": {
+                   pr: {ds: {method: {
+                       **{k: float(r["metrics"][k]) for k in keys},
+                       **({k: float(v) for k, v in r["occ"].items()
+                           if np.ndim(v) == 0} if "occ" in r else {}),
+                       **({"clean_flag_rate": r["clean_flag_rate"]}
+                          if "clean_flag_rate" in r else {})}
+                             for method, r in results[pr][ds].items()}
+                        for ds in datasets} for pr in PROTOCOLS}}
+    with open(args.out_json, "w", encoding="utf-8") as f:
+      json.dump(summary, f, indent=1, sort_keys=True)
+      f.write("\n")
   print(f"wrote {out_md} and {', '.join(plots.values())}")
 
 

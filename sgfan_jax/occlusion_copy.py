@@ -460,9 +460,23 @@ def face_rng(seed: int, rel: str) -> np.random.Generator:
 
 
 def build_occluded_copy(src, subsets: Sequence[str], out, seed: int = 0,
-                        max_faces: Optional[int] = None) -> Dict:
-  """Writes the occluded copy (module docstring); returns the summary."""
+                        max_faces: Optional[int] = None,
+                        names: Optional[Sequence[str]] = None) -> Dict:
+  """Writes the occluded copy (module docstring); returns the summary.
+
+  ``names`` (relative paths without extension, e.g. ``afw/134212_1``)
+  keeps only those faces of ``subsets``, e.g. the validation faces; texture
+  donors then come from those faces too.
+  """
   faces = pts_io.find_faces(src, subsets)
+  if names is not None:
+    keep = set(names)
+    missing = keep - {rel for rel, _, _ in faces}
+    if missing:
+      raise FileNotFoundError(
+          f"{len(missing)} requested faces are not in {src} "
+          f"{list(subsets)}, e.g. {sorted(missing)[0]}")
+    faces = [f for f in faces if f[0] in keep]
   if max_faces is not None:
     faces = faces[:int(max_faces)]
   out = pathlib.Path(out)
@@ -511,7 +525,8 @@ def build_occluded_copy(src, subsets: Sequence[str], out, seed: int = 0,
   # No paths or times in the file: the same seed gives the same bytes.
   doc = {"generator": "sgfan_jax.occlusion_copy", "version": VERSION,
          "seed": int(seed), "subsets": list(subsets),
-         "max_faces": max_faces, "summary": summary, "faces": records}
+         "max_faces": max_faces,
+         "names": None if names is None else sorted(set(names)), "summary": summary, "faces": records}
   with open(out / "occlusion.json", "w", encoding="utf-8") as f:
     json.dump(doc, f, indent=1, sort_keys=True)
     f.write("\n")

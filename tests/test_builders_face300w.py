@@ -313,6 +313,13 @@ def test_full_shared_data(shared_data, tmp_path):
   val_subsets = {val[i]["subset"].decode() for i in range(len(val))}
   # Every training subset contributes; no test face is held out.
   assert val_subsets == {"afw", "helen/trainset", "lfpw/trainset"}
+  # benchmarks/compare_300w.py --split val picks the same 101 faces from
+  # the folders (model selection between trained variants).
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+  from benchmarks import compare_300w  # pylint: disable=g-import-not-at-top
+  val_files = {os.path.splitext(val[i]["file_name"].decode())[0]
+               for i in range(len(val))}
+  assert set(compare_300w.val_faces(shared_data / "300w")) == val_files
   source = builder.as_data_source(split="test_common")
   # Every common-test face against its own .pts (independent parse).
   for i in range(0, len(source), 7):

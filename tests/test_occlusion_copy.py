@@ -180,6 +180,26 @@ def test_command_is_deterministic(tmp_path):
       assert oc.source_photo(rec["donor"]["image"]) != oc.source_photo(rel)
 
 
+def test_names_keep_only_those_faces(tmp_path):
+  names = ["afw/1051618982_1", "afw/18489332_1", "afw/2406586388_3"]
+  all_faces = [rel for rel, _, _ in pts_io.find_faces(SAMPLE, ["afw"])]
+  assert set(names) <= set(all_faces) and len(all_faces) > len(names)
+  summary = oc.build_occluded_copy(SAMPLE, ["afw"], tmp_path, seed=0,
+                                   names=names[::-1])
+  assert summary["faces"] == 3
+  doc = oc.load_occlusion(tmp_path)
+  assert sorted(doc["faces"]) == sorted(names) == doc["names"]
+  assert _tree(tmp_path) == sorted(
+      ["occlusion.json"] + [n + ".pts" for n in names]
+      + [n + ".jpg" for n in names])
+  for rec in doc["faces"].values():
+    if rec["donor"] is not None:     # texture donors come from the kept faces
+      assert pathlib.Path(rec["donor"]["image"]).with_suffix("").as_posix() \
+          in names
+  with pytest.raises(FileNotFoundError, match="afw/nope"):
+    oc.build_occluded_copy(SAMPLE, ["afw"], tmp_path / "x", names=["afw/nope"])
+
+
 def test_real_test_faces(shared_data, tmp_path):
   src = shared_data / "300w"
   summary = oc.build_occluded_copy(src, ["helen/testset", "lfpw/testset"],
