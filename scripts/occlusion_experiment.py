@@ -1,10 +1,15 @@
 """Simulated-occlusion experiment for the Eq. 2 shape refinement.
 
-Builds the K-SVD shape dictionary from the 1,207 300-W training shapes
-(``300w/afw`` + ``300w/helen/trainset`` .pts), then for the 330 HELEN test
-shapes (common subset) and the 135 iBUG shapes (challenging subset, from
-``300w_test_annotations/face_landmarks_300w_valid_challenge.csv``) simulates
-what a detector suffers under occlusion and measures what refinement does.
+Builds the K-SVD shape dictionary from the 1,911 shapes of the face300w
+``train`` split, the faces the shipped model's dictionary is built from: the
+2,012 faces of ``300w/afw``, ``300w/helen/trainset`` and ``300w/lfpw/trainset``
+minus the 101 ``val`` faces (``face300w_dataset_builder.val_names`` of the
+image paths relative to the 300w folder). Then, for the 554 shapes of the
+common test subset (``300w/helen/testset`` + ``300w/lfpw/testset``) and the
+135 iBUG shapes (challenging subset, from
+``300w_test_annotations/face_landmarks_300w_valid_challenge.csv``), it
+simulates what a detector suffers under occlusion and measures what refinement
+does. No test or ``val`` shape is in the dictionary.
 
 Simulation, per face (seeded):
 
@@ -27,12 +32,15 @@ Command (writes the markdown table with --out_md)::
 
   python scripts/occlusion_experiment.py \
     --out_md benchmarks/results/occlusion_experiment.md
+
+``--sweep`` also tunes K / sparsity / k / ridge with the dictionary built from
+all but a seeded held-out part of the training shapes (``SWEEP_HOLDOUT``
+shapes) and the simulation run on that part; it never sees test shapes.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import pathlib
 import sys
@@ -70,22 +78,43 @@ def default_data_dir() -> pathlib.Path:
                                      REPO.parent / "shared" / "data"))
 
 
-def load_pts_dir(directory: os.PathLike) -> np.ndarray:
-  """All .pts under ``directory`` (recursive, sorted) -> [M, 68, 2]."""
-  files = sorted(glob.glob(os.path.join(os.fspath(directory), "**", "*.pts"),
-                           recursive=True))
-  if not files:
-    raise FileNotFoundError(f"no .pts files under {directory}")
-  return np.stack([pts_io.read_pts(f) for f in files])
+# The common test subset: folders below the shared 300w/ folder.
+COMMON_SUBSETS = ("helen/testset", "lfpw/testset")
+# Training shapes the --sweep holds out (the dictionary gets the rest).
+SWEEP_HOLDOUT = 250
+
+
+def load_faces(root: os.PathLike, subsets) -> Dict[str, np.ndarray]:
+  """``{relative path without extension: [68, 2]}`` of 300-W folders."""
+  return {rel: pts_io.read_pts(pts)
+          for rel, _, pts in pts_io.find_faces(root, subsets)}
+
+
+def train_faces(root: os.PathLike) -> Dict[str, np.ndarray]:
+  """The face300w ``train`` split: ``TRAIN_SUBSETS`` minus the ``val`` faces.
+
+  The same selection as the TFDS builder (and ``compare_300w.val_faces``):
+  ``val_names`` of the image paths relative to ``root``, e.g.
+  ``afw/1051618982_1.jpg``.
+
+  Returns:
+    ``{relative path without extension: [68, 2]}``, sorted by path.
+  """
+  from tfds_builders.face300w import face300w_dataset_builder as b  # pylint: disable=g-import-not-at-top
+  faces = pts_io.find_faces(root, b.TRAIN_SUBSETS)
+  rel_img = {rel: os.path.relpath(img, root).replace(os.sep, "/")
+             for rel, img, _ in faces}
+  held = b.val_names(sorted(rel_img.values()))
+  return {rel: pts_io.read_pts(pts) for rel, _, pts in faces
+          if rel_img[rel] not in held}
 
 
 def load_data(data_dir: os.PathLike):
-  """Returns (train [1207,68,2], common [330,68,2], challenging [135,68,2])."""
+  """Returns (train [1911,68,2], common [554,68,2], challenging [135,68,2])."""
   data_dir = pathlib.Path(data_dir)
-  train = np.concatenate([load_pts_dir(data_dir / "300w" / "afw"),
-                          load_pts_dir(data_dir / "300w" / "helen" /
-                                       "trainset")])
-  common = load_pts_dir(data_dir / "300w" / "helen" / "testset")
+  root = data_dir / "300w"
+  train = np.stack(list(train_faces(root).values()))
+  common = np.stack(list(load_faces(root, COMMON_SUBSETS).values()))
   _, challenging = pts_io.read_300w_csv(
       data_dir / "300w_test_annotations" /
       "face_landmarks_300w_valid_challenge.csv")
@@ -194,7 +223,8 @@ def format_table(rows) -> str:
   return head + "\n".join(lines) + "\n"
 
 
-def sweep(train, refine_cfg, *, holdout=250, seed=7, sizes=(100, 200, 400),
+def sweep(train, refine_cfg, *, holdout=SWEEP_HOLDOUT, seed=7,
+          sizes=(100, 200, 400),
           sparsities=(1, 3, 5), neighbors=(5, 10, 20, 40),
           ridges=(1e-4, 1e-3, 1e-2, 1e-1)):
   """Tuning on the training shapes only: a held-out part is the test set.
@@ -245,7 +275,7 @@ def main(argv=None):
   cfg.weight_threshold = args.weight_threshold
   train, common, challenging = load_data(args.data_dir)
   t0 = time.time()
-  rows, dic = run(train, {"common (HELEN test)": common,
+  rows, dic = run(train, {"common (HELEN + LFPW test)": common,
                           "challenging (iBUG)": challenging}, cfg,
                   seed=args.seed)
   info = dic.info
@@ -262,8 +292,9 @@ def main(argv=None):
       f"(build + refine time {time.time() - t0:.1f} s)\n")
   if args.sweep:
     best = sweep(train, cfg)
-    summary += ("\nTuning sweep (dictionary from 957 training shapes, "
-                "simulated occlusion on the other 250; 'threshold' mode; "
+    summary += (f"\nTuning sweep (dictionary from "
+                f"{len(train) - SWEEP_HOLDOUT} training shapes, simulated "
+                f"occlusion on the other {SWEEP_HOLDOUT}; 'threshold' mode; "
                 "displaced-point NME after refinement, best 10 of "
                 f"{len(best)}):\n" + "\n".join(
                     f"  K={r[0]} sparsity={r[1]} k={r[2]} ridge={r[3]:g}: "

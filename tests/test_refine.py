@@ -233,8 +233,12 @@ def test_small_occlusion_experiment_meets_targets(shared_data, repo_root):
   """A reduced occlusion experiment on real 300-W shapes (see the script)."""
   from configs import default as default_config  # pylint: disable=g-import-not-at-top
   exp = _experiment_module(repo_root)
-  train, common, _ = exp.load_data(shared_data)
-  assert train.shape == (1207, 68, 2) and common.shape == (330, 68, 2)
+  train, common, challenging = exp.load_data(shared_data)
+  # face300w train split (2,012 training faces - 101 val), 300-W common
+  # subset (HELEN 330 + LFPW 224 test) and iBUG.
+  assert train.shape == (1911, 68, 2), train.shape
+  assert common.shape == (554, 68, 2), common.shape
+  assert challenging.shape == (135, 68, 2), challenging.shape
   cfg = default_config.get_config().refine
   cfg.ksvd_iterations = 3          # reduced build for test time
   rows, _ = exp.run(train, {"common": common[::3]}, cfg, seed=1,
@@ -244,3 +248,27 @@ def test_small_occlusion_experiment_meets_targets(shared_data, repo_root):
     assert r["untouched_move_mean"] < 0.01, r
     assert r["nme_after"] < r["nme_before"], r
   assert rows[0]["untouched_move_max"] == 0.0, rows[0]
+
+
+def test_occlusion_experiment_dictionary_shapes_are_the_train_split(
+    shared_data, repo_root):
+  """The dictionary shapes: training folders minus face300w:val, no test face."""
+  from benchmarks import compare_300w  # pylint: disable=g-import-not-at-top
+  from sgfan_jax import pts_io  # pylint: disable=g-import-not-at-top
+  exp = _experiment_module(repo_root)
+  root = shared_data / "300w"
+  train = exp.train_faces(root)
+  val = set(compare_300w.val_faces(root))
+  everything = {rel for rel, _, _ in pts_io.find_faces(
+      root, ("afw", "helen/trainset", "lfpw/trainset"))}
+  assert len(everything) == 2012 and len(val) == 101
+  assert set(train) == everything - val
+  assert list(train) == sorted(train)
+  tests = {rel for rel, _, _ in pts_io.find_faces(root, exp.COMMON_SUBSETS)}
+  assert len(tests) == 554 and not tests & set(train)
+  # The arrays are the .pts of those faces, in that order.
+  first = next(iter(train))
+  np.testing.assert_array_equal(train[first],
+                                pts_io.read_pts(root / (first + ".pts")))
+  stacked, _, _ = exp.load_data(shared_data)
+  np.testing.assert_array_equal(stacked, np.stack(list(train.values())))
