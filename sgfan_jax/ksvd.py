@@ -53,7 +53,7 @@ scale is a scale: both are absorbed by the similarity alignment that Eq. 2
 search and the reconstruction in ``refine.py`` apply to every exemplar. So
 atoms are used as exemplar shapes directly, with no re-scaling; the sign is
 nevertheless canonicalised (``<atom, mean shape> >= 0``) so that stored atoms
-look like upright faces. Measured on the 1,207 300-W training shapes with
+look like upright faces. Measured on the 1,911 300-W training shapes (face300w:train) with
 the default config (K = 200, sparsity 3), the atoms are face-like: cosine
 with the mean shape >= 0.93, median 0.99 (``build_dictionary`` records both
 in the file's ``config_json``; see
