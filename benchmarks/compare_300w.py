@@ -172,14 +172,19 @@ def run_dlib(data, protocol, bm):
                    "seconds": time.perf_counter() - t0}}
 
 
-def load_ours(workdir: Optional[str], step: Optional[int]):
-  import sgfan_jax  # pylint: disable=g-import-not-at-top
-  if not hasattr(sgfan_jax, "Landmarker"):
-    raise SystemExit("sgfan_jax.Landmarker is not available in this checkout "
-                     "(sgfan_jax/landmarker.py); run with --methods dlib")
-  if workdir:
-    return sgfan_jax.Landmarker.from_checkpoint(workdir, step=step)
-  return sgfan_jax.Landmarker.from_pretrained()
+def load_ours(workdir: Optional[str], step: Optional[int],
+              weight_threshold: Optional[float] = None):
+  """The shipped model, or ``workdir``'s checkpoint; ``weight_threshold``
+  overrides the model's ``config.refine.weight_threshold`` (the confidence
+  below which a point is refined and flagged occluded)."""
+  from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
+  from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
+  bundle = (inference.load_workdir(workdir, step) if workdir else
+            inference.load_model(os.path.join(landmarker.PRETRAINED_DIR,
+                                              landmarker.DEFAULT_MODEL)))
+  if weight_threshold is not None:
+    bundle.config.refine.weight_threshold = float(weight_threshold)
+  return landmarker.Landmarker(bundle)
 
 
 def run_ours(lm, data, protocol, batch_size):
@@ -312,6 +317,9 @@ def main(argv=None):
   p.add_argument("--split", default="test_common", choices=list(SPLIT_TITLES),
                  help="test_common: the 554 common-test faces (reported); "
                  "val: the face300w:val faces (model selection)")
+  p.add_argument("--weight_threshold", type=float, default=None,
+                 help="override the model's config.refine.weight_threshold "
+                 "(tuning on --split val)")
   p.add_argument("--out_json", default="",
                  help="also write the summary numbers as JSON here")
   p.add_argument("--batch_size", type=int, default=16)
@@ -377,7 +385,7 @@ def main(argv=None):
   lm = None
   model_desc = ""
   if "ours" in args.methods:
-    lm = load_ours(args.workdir, args.step)
+    lm = load_ours(args.workdir, args.step, args.weight_threshold)
     bundle = getattr(lm, "bundle", None)
     model_desc = (f"`{bundle.source}`" if bundle is not None
                   else (args.workdir or "shipped model"))
