@@ -46,7 +46,7 @@ class ResidualBlock(nn.Module):
   """
   features: int
   conv: Any
-  dtype: Any = jnp.float32
+  dtype: Any = jnp.float32       # of the activations (BatchNorm outputs)
   upsample_input: bool = False
 
   @nn.compact
@@ -113,7 +113,7 @@ class Branch(nn.Module):
   hourglass_depth: int
   branch_channels: int
   conv: Any
-  dtype: Any
+  dtype: Any                     # of the activations (BatchNorm outputs)
   head_init_scale: float
   fuse_upsample: bool
 
@@ -136,7 +136,10 @@ class Branch(nn.Module):
                              epsilon=1e-5, dtype=self.dtype)(x))
     init = nn.initializers.variance_scaling(self.head_init_scale ** 2,
                                             "fan_in", "truncated_normal")
-    return self.conv(self.num_maps, (1, 1), name="head", kernel_init=init)(x)
+    # The maps are float32 in any compute dtype (they feed the loss and the
+    # sub-pixel decoding).
+    return self.conv(self.num_maps, (1, 1), name="head", kernel_init=init,
+                     out_dtype=jnp.float32)(x)
 
 
 class SGFAN(nn.Module):
@@ -148,7 +151,13 @@ class SGFAN(nn.Module):
     hourglass_depth: levels of each hourglass (paper: 4).
     branch_channels: channels before the 1x1 heads (paper: 128).
     conv_impl: 'xla', 'cpu' or 'auto' (see conv.py); parameters identical.
-    dtype: compute dtype.
+    dtype: compute dtype: float32, or bfloat16 = the matrix products (and,
+      with conv_impl 'xla', the convolutions) take bfloat16 operands and
+      accumulate in float32. Parameters, BatchNorm statistics (flax computes
+      the batch mean/variance and normalises in float32) and the two output
+      maps stay float32, so the Eq. 3 loss is float32. Activations: float32
+      with conv_impl 'cpu' (the products round their operands themselves),
+      bfloat16 with 'xla'; see conv.activation_dtype for why.
     head_init_scale: std of the 1x1 heads' initial weights relative to
       LeCun-normal (1.0 = the PyTorch default init of the paper). A small
       value starts the maps near zero, so the Eq. 3 loss starts at the
@@ -179,13 +188,16 @@ class SGFAN(nn.Module):
                        f"{2 ** (self.hourglass_depth + 1)}")
     impl = conv_lib.resolve_conv_impl(self.conv_impl)
     conv = functools.partial(conv_lib.Conv, impl=impl, dtype=self.dtype)
+    # The sub-modules' dtype is that of the activations (BatchNorm outputs):
+    # float32 on CPU even in bfloat16 compute (conv.activation_dtype).
+    act = conv_lib.activation_dtype(impl, self.dtype)
     x = conv(64, (7, 7), strides=2, padding=3, name="stem")(images)
     half = max(self.width // 2, 1)
     for features in (half, half, self.width):
-      x = ResidualBlock(features, conv, self.dtype)(x, train)
+      x = ResidualBlock(features, conv, act)(x, train)
     branch = functools.partial(Branch, self.num_landmarks, self.width,
                                self.hourglass_depth, self.branch_channels,
-                               conv, self.dtype, self.head_init_scale,
+                               conv, act, self.head_init_scale,
                                self.fuse_upsample)
     heatmaps = branch(name="heatmap_branch")(x, train)
     scores = branch(name="score_branch")(x, train)
