@@ -1,6 +1,7 @@
 r"""How close the train step and the forward pass come to this CPU's limit.
 
   .venv/bin/python benchmarks/roofline.py [--widths 64,256] \
+      [--dtypes float32,bfloat16] [--cpu_kernels kxk=im2col] \
       [--out benchmarks/results/roofline.md]
 
 In one process (tuned allocator, like sgfan-jax's commands):
@@ -8,11 +9,15 @@ In one process (tuned allocator, like sgfan-jax's commands):
 * the machine's matrix-product rate: a jitted 2048x2048 @ 2048x2048 product
   in float32, and with bfloat16 inputs accumulating in float32
   (``preferred_element_type``), best of ``--matmul_reps``;
-* per width: the FLOPs per image of the real jitted train step (batch 10:
-  augmentation, targets, forward, backward, RMSProp) and of the eval-mode
-  forward (batch 1), from XLA's own cost analysis of the compiled
-  executables; their measured time (median); the achieved GFLOP/s and its
-  fraction of each matrix-product rate.
+* per width and compute dtype (``--dtypes``, config.model.dtype): the
+  FLOPs per image of the real jitted train step (batch 10: augmentation,
+  targets, forward, backward, RMSProp) and of the eval-mode forward (batch
+  1), from XLA's own cost analysis of the compiled executables; their
+  measured time (median); the achieved GFLOP/s and its fraction of the
+  matrix-product rate of its precision (float32 rows: the float32 rate;
+  bfloat16 rows: the bfloat16-inputs rate), and of the float32 rate.
+  ``--cpu_kernels``: bfloat16 CPU_KERNELS overrides, as in
+  benchmarks/train_step.py.
 
 Run it on a quiet machine (nothing else running): the load average at start
 and end is written into the table.
@@ -31,6 +36,8 @@ from benchmarks import train_step  # pylint: disable=g-import-not-at-top,wrong-i
 
 BATCH = train_step.BATCH
 MATMUL_N = 2048
+# The matrix-product rate (matmul_rates key) each compute dtype is held to.
+PRECISION_RATE = {"float32": "float32", "bfloat16": "bfloat16 inputs"}
 
 
 def matmul_rates(n: int, reps: int):
@@ -62,13 +69,14 @@ def matmul_rates(n: int, reps: int):
   return out
 
 
-def model_row(width: int, reps: int):
+def model_row(width: int, reps: int, dtype: str = "float32"):
   """FLOPs per image (XLA cost analysis) and measured time of one width."""
   import jax  # pylint: disable=g-import-not-at-top
   from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
   from sgfan_jax import train as train_lib  # pylint: disable=g-import-not-at-top
 
-  config, state, batch, step, key = train_step.synthetic_step(width)
+  config, state, batch, step, key = train_step.synthetic_step(
+      width, dtype=dtype)
   compiled = step.lower(state, batch, key).compile()
   train_flops = compiled.cost_analysis()["flops"] / BATCH
   holder = [state]
@@ -98,44 +106,65 @@ def main():
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--matmul_reps", type=int, default=8)
   parser.add_argument("--matmul_n", type=int, default=MATMUL_N)
+  parser.add_argument("--dtypes", default="float32",
+                      help="compute dtypes (config.model.dtype), e.g. "
+                      "float32,bfloat16")
+  parser.add_argument("--cpu_kernels", default="",
+                      help="bfloat16 CPU_KERNELS overrides, e.g. "
+                      "kxk=im2col,strided=im2col")
   parser.add_argument("--out", default="")
   args = parser.parse_args()
+  dtypes = args.dtypes.split(",")
+  for d in dtypes:
+    if d not in PRECISION_RATE:
+      raise ValueError(f"--dtypes: {d!r} is not one of {list(PRECISION_RATE)}")
   if os.environ.get("GLIBC_TUNABLES") is None:
     env = timing.worker_env("tuned")
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
   import jax  # pylint: disable=g-import-not-at-top
   start = timing.machine()
+  train_step.set_cpu_kernels(args.cpu_kernels)
   rates = matmul_rates(args.matmul_n, args.matmul_reps)
   rows = []
-  for w in (int(v) for v in args.widths.split(",")):
-    r = model_row(w, args.reps)
-    rows.append((w, r))
-    print(f"width {w}: {r}", flush=True)
+  for i, w in enumerate(int(v) for v in args.widths.split(",")):
+    for d in (dtypes if i % 2 == 0 else dtypes[::-1]):   # alternate order
+      r = model_row(w, args.reps, d)
+      rows.append((w, d, r))
+      print(f"width {w} {d}: {r}", flush=True)
+  rows.sort(key=lambda t: (t[0], dtypes.index(t[1])))
   f32 = rates["float32"]
-  bf16 = rates["bfloat16 inputs"]
   lines = [
       f"Matrix product {args.matmul_n}^3 under jit, best of "
       f"{args.matmul_reps}: " + ", ".join(
           f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()) + ".",
       "",
-      "| width | train GFLOP/img | train img/s | train GFLOP/s | of f32 "
-      "matmul | of bf16 matmul | fwd b1 GFLOP | fwd b1 ms | fwd GFLOP/s | "
-      "of f32 matmul |",
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for w, r in rows:
+      "| width | dtype | train GFLOP/img | train img/s | train GFLOP/s | "
+      "of its matmul rate | of f32 matmul | fwd b1 GFLOP | fwd b1 ms | "
+      "fwd GFLOP/s | of its matmul rate | of f32 matmul |",
+      "|" + " --- |" * 12]
+  for w, d, r in rows:
+    own = rates[PRECISION_RATE[d]]
     lines.append(
-        f"| {w} | {r['train_gflop']:.2f} | {r['train_img_s']:.2f} | "
-        f"{r['train_gflops']:.0f} | {100 * r['train_gflops'] / f32:.0f}% | "
-        f"{100 * r['train_gflops'] / bf16:.0f}% | {r['fwd_gflop']:.2f} | "
+        f"| {w} | {d} | {r['train_gflop']:.2f} | {r['train_img_s']:.2f} | "
+        f"{r['train_gflops']:.0f} | {100 * r['train_gflops'] / own:.0f}% | "
+        f"{100 * r['train_gflops'] / f32:.0f}% | {r['fwd_gflop']:.2f} | "
         f"{r['fwd_ms']:.1f} | {r['fwd_gflops']:.0f} | "
+        f"{100 * r['fwd_gflops'] / own:.0f}% | "
         f"{100 * r['fwd_gflops'] / f32:.0f}% |")
+  lines += ["", "Its matmul rate: float32 rows the float32 product, "
+            "bfloat16 rows the product of bfloat16 inputs with float32 "
+            "accumulation. FLOPs are XLA's cost analysis of the compiled "
+            "step (it counts elementwise work too, so the two dtypes differ "
+            "slightly)."]
   table = "\n".join(lines)
   print(table)
   if args.out:
     head = timing.report_header(
         "Roofline: model FLOPs vs this CPU's matrix-product rate",
         "benchmarks/roofline.py", sys.argv[1:], start,
-        f"jax {jax.__version__}, float32 model, tuned allocator")
+        f"jax {jax.__version__}, model dtypes {','.join(dtypes)}, tuned "
+        "allocator" + (f", bfloat16 CPU_KERNELS overrides {args.cpu_kernels}"
+                       if args.cpu_kernels else ""))
     with open(args.out, "w") as f:
       f.write(head + table + "\n")
 

@@ -1,9 +1,17 @@
-r"""Train-step throughput and forward latency of SGFAN per conv implementation.
+r"""Train-step throughput and forward latency of SGFAN per conv implementation
+and compute dtype.
 
   .venv/bin/python benchmarks/train_step.py [--widths 64,128,256] \
-      [--impls xla,cpu] [--out benchmarks/results/train_step.md]
+      [--impls xla,cpu] [--dtypes float32,bfloat16] \
+      [--cpu_kernels kxk=im2col,strided=im2col] \
+      [--out benchmarks/results/train_step.md]
 
-For each (width, conv_impl), in a fresh subprocess: the real jitted train
+``--dtypes``: config.model.dtype of each row (bfloat16: conv.py /
+model.py). ``--cpu_kernels``: overrides of the bfloat16 row of
+conv.CPU_KERNELS (kind=kernel, comma-separated) in the workers, to time a
+candidate kernel choice in the network before writing it into the table.
+
+For each (width, conv_impl, dtype), in a fresh subprocess: the real jitted train
 step of sgfan_jax/train.py (``make_train_step``: on-device augmentation,
 target rendering, SGFAN forward/backward, Eq. 3, RMSProp; state donated) on a
 synthetic uint8 batch of 10 stored crops (256x256, ibug68 layout), and the
@@ -32,7 +40,7 @@ CROP = 256
 _median_time = timing.median_time
 
 
-def synthetic_step(width, impl="auto"):
+def synthetic_step(width, impl="auto", dtype="float32"):
   """The real jitted train step of ``width`` on a synthetic batch.
 
   Returns ``(config, state, batch, step, key)``: a uint8 batch of ``BATCH``
@@ -48,6 +56,7 @@ def synthetic_step(width, impl="auto"):
   config = default_config.get_config()
   config.model.width = width
   config.model.conv_impl = impl
+  config.model.dtype = dtype
   layout = layouts.get_layout(config.data.layout)
   n = layout.num_points
   metadata = {"crop_size": CROP, "crop_context": 2.2,
@@ -66,14 +75,35 @@ def synthetic_step(width, impl="auto"):
       jax.random.PRNGKey(1))
 
 
-def worker(width, impl, reps):
+def parse_cpu_kernels(spec: str) -> dict:
+  """'kxk=im2col,strided=xla' -> {'kxk': 'im2col', 'strided': 'xla'}."""
+  from sgfan_jax import conv as conv_lib  # pylint: disable=g-import-not-at-top
+  out = {}
+  for item in filter(None, spec.split(",")):
+    kind, _, name = item.partition("=")
+    if kind not in conv_lib.KINDS or name not in conv_lib.KERNELS:
+      raise ValueError(f"--cpu_kernels: {item!r} is not kind=kernel with "
+                       f"kind in {conv_lib.KINDS}, kernel in "
+                       f"{conv_lib.KERNELS}")
+    out[kind] = name
+  return out
+
+
+def set_cpu_kernels(spec: str) -> None:
+  """Applies --cpu_kernels to the bfloat16 row of conv.CPU_KERNELS."""
+  from sgfan_jax import conv as conv_lib  # pylint: disable=g-import-not-at-top
+  conv_lib.CPU_KERNELS["bfloat16"].update(parse_cpu_kernels(spec))
+
+
+def worker(width, impl, reps, dtype="float32", cpu_kernels=""):
   """Times the real train step and the batch-1 forward; returns a dict."""
   import jax
   from sgfan_jax import inference
   from sgfan_jax import model as model_lib
   from sgfan_jax import train as train_lib
 
-  config, state, batch, step, key = synthetic_step(width, impl)
+  set_cpu_kernels(cpu_kernels)
+  config, state, batch, step, key = synthetic_step(width, impl, dtype)
   holder = [state]
 
   def run_step():
@@ -103,6 +133,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--widths", default="64,128,256")
   parser.add_argument("--impls", default="xla,cpu")
+  parser.add_argument("--dtypes", default="float32",
+                      help="compute dtypes (config.model.dtype), e.g. "
+                      "float32,bfloat16")
+  parser.add_argument("--cpu_kernels", default="",
+                      help="bfloat16 CPU_KERNELS overrides, e.g. "
+                      "kxk=im2col,strided=im2col")
   parser.add_argument("--reps", default=json.dumps(
       {"warmup": 1, "train": 3, "fwd1": 7}))
   parser.add_argument("--allocator", default="tuned",
@@ -114,10 +150,12 @@ def main():
   args = parser.parse_args()
   widths = [int(w) for w in args.widths.split(",")]
   impls = args.impls.split(",")
+  dtypes = args.dtypes.split(",")
+  parse_cpu_kernels(args.cpu_kernels)           # fail early on a typo
   reps = json.loads(args.reps)
 
   if args.worker:
-    out = worker(widths[0], args.worker, reps)
+    out = worker(widths[0], args.worker, reps, dtypes[0], args.cpu_kernels)
     out["peak_rss_mb"] = resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps(out))
@@ -126,23 +164,26 @@ def main():
   machine = _machine()
   print(f"machine: {machine}", flush=True)
   results = {}
+  combos = [(impl, dtype) for dtype in dtypes for impl in impls]
   for i, width in enumerate(widths):
-    order = impls if i % 2 == 0 else impls[::-1]
-    for impl in order:
+    order = combos if i % 2 == 0 else combos[::-1]
+    for impl, dtype in order:
       cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl,
-             "--widths", str(width), "--reps", json.dumps(reps)]
+             "--widths", str(width), "--reps", json.dumps(reps),
+             "--dtypes", dtype, "--cpu_kernels", args.cpu_kernels]
       res = subprocess.run(cmd, check=True, capture_output=True, text=True,
                            env=timing.worker_env(args.allocator))
-      results[(width, impl)] = json.loads(res.stdout.strip().splitlines()[-1])
-      print(f"width {width} {impl}: {results[(width, impl)]}", flush=True)
+      key = (width, impl, dtype)
+      results[key] = json.loads(res.stdout.strip().splitlines()[-1])
+      print(f"width {width} {impl} {dtype}: {results[key]}", flush=True)
 
-  lines = ["| width | params | conv_impl | train step b10 img/s | "
+  lines = ["| width | params | conv_impl | dtype | train step b10 img/s | "
            "step s | fwd b1 ms | peak RSS MB | compile+1st step s |",
-           "|" + " --- |" * 8]
+           "|" + " --- |" * 9]
   for width in widths:
-    for impl in impls:
-      r = results[(width, impl)]
-      lines.append(f"| {width} | {r['params']:,} | {impl} | "
+    for impl, dtype in combos:
+      r = results[(width, impl, dtype)]
+      lines.append(f"| {width} | {r['params']:,} | {impl} | {dtype} | "
                    f"{BATCH / r['train_s']:.3f} | {r['train_s']:.2f} | "
                    f"{r['fwd1_s'] * 1e3:.1f} | {r['peak_rss_mb']:.0f} | "
                    f"{r['compile_s']:.0f} |")
@@ -151,11 +192,13 @@ def main():
   if args.out:
     import jax  # pylint: disable=g-import-not-at-top
     with open(args.out, "w") as f:
+      kernels = (f"; bfloat16 CPU_KERNELS overrides {args.cpu_kernels}"
+                 if args.cpu_kernels else "")
       f.write(timing.report_header(
-          "SGFAN train step and forward latency per conv_impl",
+          "SGFAN train step and forward latency per conv_impl and dtype",
           "benchmarks/train_step.py", sys.argv[1:], machine,
           f"jax {jax.__version__}, backend {jax.default_backend()}; "
-          f"allocator {args.allocator} (host_allocator.py)"))
+          f"allocator {args.allocator} (host_allocator.py){kernels}"))
       f.write(table + "\n\n")
       f.write("Train step: the real jitted step (make_train_step: "
               "augmentation, targets, forward/backward, Eq. 3, RMSProp) on a "
