@@ -3,6 +3,7 @@ r"""SGFAN in JAX vs the same network in PyTorch, on this machine's CPU.
   .venv/bin/pip install -r benchmarks/requirements-bench.txt
   .venv/bin/python benchmarks/vs_pytorch.py [--widths 64,128,256] \
       [--rounds 1] [--conv_impl cpu] [--allocator both|tuned|default] \
+      [--precision float32|bfloat16|both] \
       [--out benchmarks/results/vs_pytorch.md]
 
 1. Equivalence (width ``--check_width``): parameter counts of both models
@@ -18,7 +19,17 @@ r"""SGFAN in JAX vs the same network in PyTorch, on this machine's CPU.
    (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), i.e. model + optimiser +
    train-step activations. The real jitted train step (with on-device
    augmentation and target rendering) is timed by benchmarks/train_step.py.
-3. Allocator: every worker of a table runs with the same glibc malloc
+3. Precision (``--precision``), equal on both sides: 'float32', or
+   'bfloat16' = JAX with config.model.dtype 'bfloat16' (sgfan_jax/conv.py:
+   bfloat16 products with float32 accumulation, float32 parameters,
+   statistics and loss) against PyTorch under
+   ``torch.autocast("cpu", dtype=torch.bfloat16)`` (PyTorch's CPU mixed
+   precision: convolutions in bfloat16, float32 parameters) for the forward
+   passes and the train step's forward, the Eq. 3 loss computed in float32
+   outside autocast (no GradScaler: bfloat16 has float32's exponent range).
+   'both' gives a table per precision. The bfloat16 outputs of both are
+   compared with float32 in the equivalence step (reported, not asserted).
+4. Allocator: every worker of a table runs with the same glibc malloc
    setting, for both frameworks: 'tuned' (``host_allocator.TUNABLES``, which
    sgfan-jax's commands set for themselves) and 'default' (glibc's). Both
    frameworks allocate their big buffers through malloc; with glibc's
@@ -54,7 +65,10 @@ _median_time = timing.median_time
 
 # ------------------------------------------------------------------- workers
 
-def worker_jax(width, conv_impl, reps):
+PRECISIONS = ("float32", "bfloat16")
+
+
+def worker_jax(width, conv_impl, reps, precision="float32"):
   """Times the JAX model; returns a dict of results."""
   import jax
   import jax.numpy as jnp
@@ -68,6 +82,7 @@ def worker_jax(width, conv_impl, reps):
   config = default_config.get_config()
   config.model.width = width
   config.model.conv_impl = conv_impl
+  config.model.dtype = precision
   model = model_lib.create_model(config.model, NUM_LANDMARKS)
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(BATCH, SIZE, SIZE, 3)), jnp.float32)
@@ -119,11 +134,17 @@ def worker_jax(width, conv_impl, reps):
   return out
 
 
-def worker_torch(width, reps):
+def worker_torch(width, reps, precision="float32"):
   """Times the PyTorch model; returns a dict of results."""
+  import contextlib
   import numpy as np
   import torch
   import torch_sgfan
+
+  def autocast():
+    if precision == "bfloat16":
+      return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
   torch.manual_seed(0)
   model = torch_sgfan.SGFAN(NUM_LANDMARKS, width)
@@ -140,8 +161,11 @@ def worker_torch(width, reps):
   def run_step():
     model.train()
     opt.zero_grad(set_to_none=True)
-    heat, score = model(images)
-    loss = torch_sgfan.sgfan_loss(heat, score, heat_gt, score_gt)
+    with autocast():
+      heat, score = model(images)
+    # Eq. 3 in float32, outside autocast (as the JAX side computes it).
+    loss = torch_sgfan.sgfan_loss(heat.float(), score.float(), heat_gt,
+                                  score_gt)
     loss.backward()
     opt.step()
 
@@ -153,7 +177,7 @@ def worker_torch(width, reps):
     x = images[:b].contiguous()
 
     def fwd():
-      with torch.inference_mode():
+      with torch.inference_mode(), autocast():
         model(x)
     out[f"fwd{b}_s"] = _median_time(fwd, reps["warmup"], reps[f"fwd{b}"])
   return out
@@ -161,8 +185,12 @@ def worker_torch(width, reps):
 
 # --------------------------------------------------------------- equivalence
 
-def check_equivalence(width, widths):
-  """Parameter counts at ``widths``; outputs on shared weights at ``width``."""
+def check_equivalence(width, widths, bf16=False):
+  """Parameter counts at ``widths``; outputs on shared weights at ``width``.
+
+  With ``bf16`` also each framework's bfloat16 outputs vs its float32 ones
+  (max-abs relative error, reported only).
+  """
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -225,6 +253,24 @@ def check_equivalence(width, widths):
   worst = max(v for k, v in report.items() if k.startswith("rel_err"))
   if worst > 1e-3:
     raise AssertionError(f"JAX and PyTorch outputs differ: {report}")
+  if bf16:
+    # Each framework's bfloat16 eval outputs against its own float32 ones
+    # (same weights); reported, not asserted (tests/test_bf16.py holds the
+    # JAX side to its tolerances).
+    tm.eval()
+    with torch.no_grad():
+      th, ts = tm(xt)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+      bh, bs = tm(xt)
+    jh, js = jax.jit(lambda v, x: m.apply(v, x))(variables, x)
+    m16 = m.clone(dtype=jnp.bfloat16)
+    kh, ks = jax.jit(lambda v, x: m16.apply(v, x))(variables, x)
+    report["bf16_vs_f32_heatmaps_jax"] = rel(np.asarray(kh), np.asarray(jh))
+    report["bf16_vs_f32_scores_jax"] = rel(np.asarray(ks), np.asarray(js))
+    report["bf16_vs_f32_heatmaps_torch"] = rel(to_nhwc(bh.float()),
+                                               to_nhwc(th))
+    report["bf16_vs_f32_scores_torch"] = rel(to_nhwc(bs.float()),
+                                             to_nhwc(ts))
   return report
 
 
@@ -236,10 +282,10 @@ _machine = timing.machine
 ALLOCATORS = timing.ALLOCATORS
 
 
-def _run_worker(framework, width, conv_impl, reps, allocator):
+def _run_worker(framework, width, conv_impl, reps, allocator, precision):
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework,
          "--widths", str(width), "--conv_impl", conv_impl,
-         "--reps", json.dumps(reps)]
+         "--reps", json.dumps(reps), "--precision", precision]
   res = subprocess.run(cmd, check=True, capture_output=True, text=True,
                        env=timing.worker_env(allocator))
   return json.loads(res.stdout.strip().splitlines()[-1])
@@ -259,17 +305,23 @@ def main():
                       "commands use), 'default', or a table for each")
   parser.add_argument("--reps", default=json.dumps(
       {"warmup": 1, "train": 4, "fwd1": 15, "fwd10": 3}))
+  parser.add_argument("--precision", default="float32",
+                      choices=PRECISIONS + ("both",),
+                      help="equal precision on both sides: float32, "
+                      "bfloat16 (JAX model.dtype bfloat16 vs PyTorch CPU "
+                      "autocast to bfloat16), or a table for each")
   parser.add_argument("--out", default="")
   parser.add_argument("--worker", default="")
   args = parser.parse_args()
   widths = [int(w) for w in args.widths.split(",")]
   reps = json.loads(args.reps)
+  precisions = PRECISIONS if args.precision == "both" else (args.precision,)
 
   if args.worker:
     if args.worker == "jax":
-      out = worker_jax(widths[0], args.conv_impl, reps)
+      out = worker_jax(widths[0], args.conv_impl, reps, precisions[0])
     else:
-      out = worker_torch(widths[0], reps)
+      out = worker_torch(widths[0], reps, precisions[0])
     out["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(out))
     return
@@ -278,32 +330,36 @@ def main():
   print(f"machine: {machine}", flush=True)
   check = {}
   if not args.skip_check:
-    check = check_equivalence(args.check_width, widths)
+    check = check_equivalence(args.check_width, widths,
+                              bf16="bfloat16" in precisions)
     print(f"equivalence: {check}", flush=True)
 
   allocators = ALLOCATORS if args.allocator == "both" else (args.allocator,)
   runs = {}
   for r in range(args.rounds):
-    for alloc in allocators:
-      for width in widths:
-        order = (("jax", "torch") if (r + widths.index(width)) % 2 == 0
-                 else ("torch", "jax"))
-        for fw in order:
-          res = _run_worker(fw, width, args.conv_impl, reps, alloc)
-          runs.setdefault((alloc, fw, width), []).append(res)
-          print(f"round {r} allocator {alloc} width {width} {fw}: {res}",
-                flush=True)
-  tables = {alloc: _table(runs, alloc, widths) for alloc in allocators}
-  for alloc, table in tables.items():
-    print(f"\nallocator: {alloc}\n{table}")
+    for prec in precisions:
+      for alloc in allocators:
+        for width in widths:
+          order = (("jax", "torch") if (r + widths.index(width)) % 2 == 0
+                   else ("torch", "jax"))
+          for fw in order:
+            res = _run_worker(fw, width, args.conv_impl, reps, alloc, prec)
+            runs.setdefault((prec, alloc, fw, width), []).append(res)
+            print(f"round {r} {prec} allocator {alloc} width {width} {fw}: "
+                  f"{res}", flush=True)
+  tables = {(prec, alloc): _table(runs, (prec, alloc), widths)
+            for prec in precisions for alloc in allocators}
+  for (prec, alloc), table in tables.items():
+    print(f"\nprecision: {prec}, allocator: {alloc}\n{table}")
   if args.out:
     _write_report(args, machine, runs, tables, check, reps, widths)
 
 
-def _table(runs, alloc, widths):
-  """The markdown table of one allocator setting (medians over rounds)."""
+def _table(runs, setting, widths):
+  """The markdown table of one (precision, allocator) setting (medians
+  over rounds)."""
   def med(fw, width, key):
-    return statistics.median(x[key] for x in runs[(alloc, fw, width)])
+    return statistics.median(x[key] for x in runs[setting + (fw, width)])
 
   header = ("| width | params | train b10 img/s JAX | PyTorch | JAX/PT | "
             "fwd b1 ms JAX | PyTorch | PT/JAX | fwd b10 ms JAX | PyTorch | "
@@ -313,16 +369,23 @@ def _table(runs, alloc, widths):
     jt, pt = med("jax", width, "train_s"), med("torch", width, "train_s")
     j1, p1 = med("jax", width, "fwd1_s"), med("torch", width, "fwd1_s")
     j10, p10 = med("jax", width, "fwd10_s"), med("torch", width, "fwd10_s")
-    jr = max(x["peak_rss_mb"] for x in runs[(alloc, "jax", width)])
-    pr = max(x["peak_rss_mb"] for x in runs[(alloc, "torch", width)])
+    jr = max(x["peak_rss_mb"] for x in runs[setting + ("jax", width)])
+    pr = max(x["peak_rss_mb"] for x in runs[setting + ("torch", width)])
     lines.append(
-        f"| {width} | {runs[(alloc, 'jax', width)][0]['params']:,} | "
+        f"| {width} | {runs[setting + ('jax', width)][0]['params']:,} | "
         f"{BATCH / jt:.3f} | {BATCH / pt:.3f} | {pt / jt:.2f} | "
         f"{j1 * 1e3:.1f} | {p1 * 1e3:.1f} | {p1 / j1:.2f} | "
         f"{j10 * 1e3:.0f} | {p10 * 1e3:.0f} | {p10 / j10:.2f} | "
         f"{jr:.0f} | {pr:.0f} |")
   return "\n".join(lines)
 
+
+_PRECISION_NOTES = {
+    "float32": "float32 on both sides",
+    "bfloat16": "JAX config.model.dtype='bfloat16' vs PyTorch "
+                "torch.autocast('cpu', dtype=torch.bfloat16); Eq. 3 loss in "
+                "float32 on both sides",
+}
 
 _ALLOCATOR_NOTES = {
     "tuned": "GLIBC_TUNABLES={tunables} for both frameworks (what "
@@ -336,22 +399,24 @@ def _write_report(args, machine, runs, tables, check, reps, widths):
   import torch  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from sgfan_jax import host_allocator  # pylint: disable=g-import-not-at-top
-  threads = next(v[0]["threads"] for k, v in runs.items() if k[1] == "torch")
+  threads = next(v[0]["threads"] for k, v in runs.items() if k[2] == "torch")
   with open(args.out, "w") as f:
     f.write(timing.report_header(
         "SGFAN: JAX vs PyTorch on CPU", "benchmarks/vs_pytorch.py",
         sys.argv[1:], machine,
         f"jax {jax.__version__} (conv_impl={args.conv_impl}), torch "
         f"{torch.__version__} ({threads} threads); widths {widths}"))
-    for alloc, table in tables.items():
+    for (prec, alloc), table in tables.items():
       note = _ALLOCATOR_NOTES[alloc].format(tunables=host_allocator.TUNABLES)
-      f.write(f"## Allocator: {alloc} ({note})\n\n{table}\n\n")
+      f.write(f"## Precision: {prec} ({_PRECISION_NOTES[prec]}); "
+              f"allocator: {alloc} ({note})\n\n{table}\n\n")
     f.write("Ratios > 1 mean JAX is faster. Train step: batch 10, "
             "forward + Eq. 3 loss / B + backward + RMSProp (PyTorch's rule) "
             "+ BN statistics, fixed random targets, median of "
             f"{reps['train']} steps after {reps['warmup']} warm-up; forward: "
             f"eval mode, median of {reps['fwd1']} (b1) / {reps['fwd10']} "
-            "(b10) calls. Each (framework, width, allocator) ran in a fresh "
+            "(b10) calls. Each (framework, width, precision, allocator) ran "
+            "in a fresh "
             "subprocess, alternating JAX/PyTorch, "
             f"{args.rounds} round(s) (median over rounds); peak RSS = "
             "ru_maxrss of that subprocess (max over rounds).\n\n")
