@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import types
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from absl import logging
 from flax.training import train_state
@@ -282,6 +282,46 @@ def num_train_steps(config, num_examples: int) -> int:
                                                    config.batch_size)
 
 
+def parse_init_from(spec: str) -> Tuple[str, Optional[int]]:
+  """``'DIR'`` or ``'DIR:STEP'`` (config.checkpoint.init_from) -> (dir, step)."""
+  head, sep, tail = spec.rpartition(":")
+  if sep and tail.isdigit():
+    return head, int(tail)
+  return spec, None
+
+
+def restore_init_from(spec: str, target: TrainState) -> TrainState:
+  """The train state of another run's checkpoint (config.checkpoint.init_from).
+
+  Args:
+    spec: ``'DIR'`` (its best checkpoint by validation NME, else its latest)
+      or ``'DIR:STEP'``; DIR is a training workdir.
+    target: a freshly created state of the same config (its structure).
+
+  Raises:
+    FileNotFoundError: DIR has no checkpoints, or not STEP (names them).
+  """
+  src_dir, step = parse_init_from(spec)
+  if not os.path.isdir(os.path.join(src_dir, "checkpoints")):
+    raise FileNotFoundError(f"config.checkpoint.init_from={spec!r}: no "
+                            f"checkpoints folder in {src_dir}")
+  src = ckpt_lib.Checkpointer(src_dir, read_only=True)
+  try:
+    steps = src.all_steps()
+    if step is None:
+      step = src.best_step() if src.best_step() is not None \
+          else src.latest_step()
+    if step is None or step not in steps:
+      raise FileNotFoundError(
+          f"config.checkpoint.init_from={spec!r}: step {step} not in "
+          f"{src.directory} (steps: {sorted(steps)})")
+    state = src.restore(step, target)
+  finally:
+    src.close()
+  logging.info("Initialised from step %d of %s", step, src_dir)
+  return state
+
+
 def train(config, workdir: str, train_batches: Callable[[int], Iterator],
           metadata: Dict[str, Any],
           validate: Optional[Callable[[TrainState], float]] = None,
@@ -318,6 +358,11 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
   if start is not None:
     state = ckpt.restore(start, state)
     logging.info("Resumed from step %d", start)
+  elif config.checkpoint.init_from is None:
+    raise ValueError("this config starts from another run's checkpoint: "
+                     "set --config.checkpoint.init_from=DIR (or DIR:STEP)")
+  elif config.checkpoint.init_from:
+    state = restore_init_from(config.checkpoint.init_from, state)
   start = int(state.step)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)

@@ -102,6 +102,66 @@ def test_checkpoint_resume_is_exact(sample, tmp_path):
   assert any('"images_per_sec"' in l for l in lines)
 
 
+def test_init_from_continues_another_runs_state(sample, tmp_path):
+  """config.checkpoint.init_from: a new workdir starts from another run's
+  whole train state, so 3 + 3 steps equal one 6-step run exactly."""
+  examples, meta = sample
+  config = test_config.get_config()
+  config.checkpoint.every_steps = 3
+  batches = fixed_batches(examples, config.batch_size)
+  config.num_train_steps = 6
+  full = train.train(config, str(tmp_path / "full"), batches, meta,
+                     progress=False)
+  config.num_train_steps = 3
+  train.train(config, str(tmp_path / "src"), batches, meta, progress=False)
+
+  config.num_train_steps = 6
+  config.checkpoint.init_from = str(tmp_path / "src")  # its latest: step 3
+  ft = train.train(config, str(tmp_path / "ft"), batches, meta,
+                   progress=False)
+  assert int(ft.step) == 6
+  chex.assert_trees_all_close(ft.params, full.params, rtol=0, atol=0)
+  chex.assert_trees_all_close(ft.batch_stats, full.batch_stats,
+                              rtol=0, atol=0)
+  # 'DIR:STEP' names the step.
+  fresh = train.create_train_state(config, 68, meta["num_examples"],
+                                   jax.random.PRNGKey(0))
+  at3 = train.restore_init_from(f"{tmp_path / 'src'}:3", fresh)
+  assert int(at3.step) == 3
+  # The source run is untouched (read only) ...
+  src = ckpt_lib.Checkpointer(str(tmp_path / "src"), read_only=True)
+  assert src.all_steps() == [3]
+  src.close()
+  # ... and once the new workdir has checkpoints, resuming wins.
+  config.checkpoint.init_from = str(tmp_path / "nowhere")
+  config.num_train_steps = 6
+  again = train.train(config, str(tmp_path / "ft"), batches, meta,
+                      progress=False)
+  chex.assert_trees_all_close(again.params, full.params, rtol=0, atol=0)
+
+
+def test_init_from_errors_name_the_problem(sample, tmp_path):
+  examples, meta = sample
+  config = test_config.get_config()
+  config.num_train_steps = 2
+  batches = fixed_batches(examples, config.batch_size)
+  config.checkpoint.init_from = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="no checkpoints folder in .*"
+                     "missing"):
+    train.train(config, str(tmp_path / "a"), batches, meta, progress=False)
+  config.checkpoint.init_from = ""
+  train.train(config, str(tmp_path / "src"), batches, meta, progress=False)
+  config.checkpoint.init_from = f"{tmp_path / 'src'}:7"
+  with pytest.raises(FileNotFoundError, match=r"step 7 not in .*steps: \[2\]"):
+    train.train(config, str(tmp_path / "b"), batches, meta, progress=False)
+  from configs import lite  # pylint: disable=g-import-not-at-top
+  ft = lite.get_config("occluded_finetune")
+  assert ft.checkpoint.init_from is None and ft.num_epochs == 82
+  config.checkpoint.init_from = None
+  with pytest.raises(ValueError, match="init_from=DIR"):
+    train.train(config, str(tmp_path / "c"), batches, meta, progress=False)
+
+
 def test_nan_loss_stops_with_message(sample, tmp_path):
   examples, meta = sample
   config = test_config.get_config()
