@@ -31,29 +31,39 @@ implementation or the compute dtype. Parameters are always float32.
   to float32 rounding (different summation order); see tests/test_conv.py.
 
 Compute dtype (``Conv.dtype``, ``config.model.dtype``): with ``bfloat16``
-the input and the kernel are rounded to bfloat16 and every product
-accumulates in float32 (``preferred_element_type``), in the forward pass and
-in the custom VJPs; kernel gradients are accumulated and returned in float32
-(the parameter's dtype), never rounded to bfloat16. The ``cpu`` kernels
-return the float32 accumulator; ``Conv`` adds the bias in float32 and rounds
-the result once to the compute dtype (``out_dtype``, default ``dtype``).
-Activations are kept in bfloat16 because every conv output is either read by
-a BatchNorm, which computes its statistics and normalisation in float32
-anyway (flax promotes), or added into the residual stream, and a bfloat16
-activation halves the memory traffic of the elementwise passes and the
-activations kept for the backward pass. The two 1x1 heads keep the float32
-accumulator (``out_dtype=float32``): their maps feed the loss and the
-sub-pixel decoding. With ``impl='xla'`` the stock convolution returns the
-compute dtype (GPU/TPU convolutions accumulate in float32 internally). In
-float32 none of this adds an operation: the float32 computation is exactly
-that of the float32-only code (tests/test_bf16.py).
+the operands of the products are rounded to bfloat16 and every product
+accumulates in float32 (``preferred_element_type``), in the forward pass
+and in the custom VJPs (the incoming float32 cotangent is rounded to
+bfloat16 for the backward products); kernel gradients are accumulated and
+returned in float32 (the parameter's dtype), never rounded to bfloat16.
+XLA:CPU hands a bfloat16 product to its fast kernel only in the plain
+``[M, K] @ [K, N]`` form and runs bfloat16 data movement (pad, slice,
+concatenate) through float32 copies, so the 16-bit kernels move their
+operands as uint16 bits and give the weight gradients a transposed copy of
+the activation (``_transposed_weight_grad``).
+
+What the result is kept in (``Conv.out_dtype``, default
+:func:`activation_dtype`): with ``impl='cpu'`` the float32 accumulator,
+bias added in float32, so on CPU the activations (BatchNorm inputs and
+outputs, residual sums) stay float32 and bfloat16 exists only as the
+operand of the matrix-product kernels (XLA fuses the rounding into the
+BatchNorm-ReLU pass that produces the operand). A stock convolution
+('xla' in the table) then keeps float32 operands: XLA:CPU computes it in
+float32 whatever its operand type, so rounding would cost accuracy and
+save nothing. With ``impl='xla'`` (GPU/TPU) the stock convolution takes
+and returns the compute dtype (those convolutions accumulate in float32
+internally), i.e. the usual bfloat16 activations. The two 1x1 heads always
+return float32 (``out_dtype``): their maps feed the loss and the sub-pixel
+decoding. In float32 none of this adds an operation: the float32
+computation is bit-for-bit that of the float32-only code
+(tests/test_bf16.py).
 
 On CPU, stock XLA convolutions are no faster in bfloat16 than in float32,
 while a bfloat16 matrix product with float32 accumulation runs at about
-twice the float32 rate (AVX512-BF16); hence the bfloat16 row of the table
-uses products. Timings behind these choices: BENCHMARKS.md,
-benchmarks/conv_bf16.py (kernels alone, the network's shapes) and
-benchmarks/train_step.py ``--dtypes`` / ``--cpu_kernels`` (in the network).
+twice the float32 rate (AVX512-BF16). Timings behind the choices:
+BENCHMARKS.md, benchmarks/conv_bf16.py (kernels alone, the network's
+shapes) and benchmarks/train_step.py ``--dtypes`` / ``--cpu_kernels`` (in
+the network).
 """
 
 from typing import Any, Callable, Optional, Tuple
@@ -226,14 +236,6 @@ def _patches(x, kh: int, kw: int, stride: int, pad: Tuple[int, int]):
                     x.dtype)
 
 
-def _tap(xp, i, j, ho, wo, stride):
-  """The input pixels that tap (i, j) of the kernel reads: [B, Ho, Wo, I]."""
-  b, _, _, c = xp.shape
-  return lax.slice(xp, (0, i, j, 0),
-                   (b, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
-                   (1, stride, stride, 1))
-
-
 def _untap(d, i, j, h, w, stride, pad):
   """Transpose of ``_tap`` on the unpadded input: [B, Ho, Wo, I] -> [B, H, W, I].
 
@@ -305,10 +307,11 @@ def conv_matmul_1x1(x, kernel):
   (``accum_dtype``), otherwise it is in ``x.dtype``.
 
   Gradients (custom VJP): the input gradient is ``dy @ kernel^T`` (cast to
-  ``x.dtype``); the kernel gradient is a batched product over the examples,
-  ``sum_b x_b^T dy_b`` with ``x_b`` [H*W, I] and ``dy_b`` [H*W, O],
-  accumulated in float32 and returned in the kernel's dtype
-  (``_batched_weight_grad``; the gain in the train step: BENCHMARKS.md).
+  ``x.dtype``); the kernel gradient ``sum_b x_b^T dy_b`` (``x_b`` [H*W, I],
+  ``dy_b`` [H*W, O]) is accumulated in float32 and returned in the kernel's
+  dtype: in float32 a product batched over the examples (the gain in the
+  train step: BENCHMARKS.md), in 16 bits one product with a transposed copy
+  of x (``_batched_weight_grad``).
   """
   return _matmul_1x1(x, kernel)
 
@@ -348,10 +351,13 @@ def conv_im2col_matmul(x, kernel, stride: int, pad: Tuple[int, int]):
     BENCHMARKS.md): gradients are ``conv_matmul_1x1``'s, the input gradient
     then ends in autodiff's sum of shifted slices.
   * 16-bit ``x``: ``_conv_im2col_lowp``, a custom VJP that accumulates every
-    product in float32, sums the input gradient's kh*kw shifted slices in
-    float32 before its one rounding to ``x.dtype``, and rebuilds the patches
-    in the backward pass instead of keeping the kh*kw-times-larger matrix
-    alive between the passes.
+    product in float32; the input gradient is (stride 1) the patches
+    product of dy with the flipped, transposed kernel, otherwise the kh*kw
+    shifted slices of ``dy @ kernel^T`` summed in float32, rounded once to
+    ``x.dtype``; the kernel gradient is one product with channel-first
+    patches rebuilt in the backward pass (the kh*kw-times-larger matrix is
+    not kept alive between the passes). Patches are built as bits
+    (``_patches``), bit-for-bit ``im2col``.
   """
   if accum_dtype(x.dtype) is not None:
     return _conv_im2col_lowp(x, kernel, stride, pad)
@@ -498,8 +504,9 @@ def conv_shifted(x, kernel, stride: int, pad: Tuple[int, int]):
   Gradients (custom VJP): the input gradient is the sum of the kh*kw
   products ``dy @ kernel[i, j]^T`` put back at their taps' offsets
   (``_untap``), summed in the accumulator dtype and rounded once to
-  ``x.dtype``; the kernel gradient of each tap is a product batched over the
-  examples (``_batched_weight_grad``), in float32.
+  ``x.dtype``; the kernel gradient of each tap is one product in float32
+  (float32: batched over the examples; 16 bits: with that tap's window of
+  one transposed copy of the input).
   """
   return _conv_shifted(x, kernel, stride, pad)
 
@@ -595,7 +602,8 @@ def conv_cpu(x, kernel, stride: int, pad: Tuple[int, int]):
   ``CPU_KERNELS`` names for the convolution's kind and ``x.dtype`` (float32:
   1x1 stride-1 convolutions are matrix products, other kernels the stock
   convolution). The result is the accumulator dtype (float32 for 16-bit
-  ``x``).
+  ``x``). (``Conv`` with impl='cpu' also gives a stock kernel float32
+  operands in 16-bit compute; this function takes ``x`` as it comes.)
   """
   kind = conv_kind(kernel.shape[:2], stride, pad)
   return kernel_fn(cpu_kernel(kind, x.dtype))(x, kernel, stride, pad)

@@ -242,24 +242,6 @@ def test_bf16_kernels_match_stock_float32_on_rounded_operands(
     assert _rel(dk32, dk_ref32) < TOL_ROUNDED, (name, _rel(dk32, dk_ref32))
 
 
-@pytest.mark.parametrize("b,h,w,cin,cout,k,stride,pad", CASES)
-def test_shifted_kernel_float32_matches_stock(b, h, w, cin, cout, k, stride,
-                                              pad):
-  keys = jax.random.split(jax.random.PRNGKey(7 + h + k), 3)
-  x = jax.random.normal(keys[0], (b, h, w, cin))
-  kernel = jax.random.normal(keys[1], (k, k, cin, cout))
-  p = (pad, pad)
-  y_ref, vjp_ref = jax.vjp(lambda x, kk: conv_lib.conv_xla(x, kk, stride, p),
-                           x, kernel)
-  y, vjp = jax.vjp(lambda x, kk: conv_lib.conv_shifted(x, kk, stride, p), x,
-                   kernel)
-  cot = jax.random.normal(keys[2], y.shape)
-  for name, a, r in zip(("out", "dx", "dk"), (y,) + vjp(cot),
-                        (y_ref,) + vjp_ref(cot)):
-    assert a.dtype == jnp.float32
-    assert _rel(a, r) < 1e-5, (name, _rel(a, r))
-
-
 def test_bf16_patch_matrices_are_exact():
   """The bit-level concatenations build exactly im2col's patches."""
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 9, 8, 5)).astype(BF16)

@@ -1,4 +1,5 @@
-"""The 'cpu' convolution equals the stock one (outputs and gradients).
+"""The 'cpu' convolution equals the stock one (outputs and gradients), in
+float32 (bfloat16: tests/test_bf16.py).
 
 Reference: ``lax.conv_general_dilated`` (``conv_xla``) and its automatic
 derivatives. Gradients are compared through a random cotangent so every
@@ -65,13 +66,14 @@ def test_cpu_conv_matches_stock_outputs_and_grads(b, h, w, cin, cout, k,
   for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
     assert g.shape == r.shape, name
     assert _rel_err(g, r) < 1e-5, (name, "cpu", _rel_err(g, r))
-  # The convolution as one patches @ kernel product (autodiff gradients).
-  got = _value_and_grads(
-      functools.partial(conv_lib.conv_im2col_matmul, stride=stride,
-                        pad=(pad, pad)), x, kernel, cot)
-  for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
-    assert g.shape == r.shape, name
-    assert _rel_err(g, r) < 1e-5, (name, "im2col_matmul", _rel_err(g, r))
+  # The convolution as one patches @ kernel product (autodiff gradients)
+  # and as a sum of shifted 1x1 products (custom VJP).
+  for fn in (conv_lib.conv_im2col_matmul, conv_lib.conv_shifted):
+    got = _value_and_grads(
+        functools.partial(fn, stride=stride, pad=(pad, pad)), x, kernel, cot)
+    for name, r, g in zip(("output", "d_input", "d_kernel"), ref, got):
+      assert g.shape == r.shape, name
+      assert _rel_err(g, r) < 1e-5, (name, fn.__name__, _rel_err(g, r))
 
 
 def test_im2col_layout_matches_kernel_reshape():
@@ -154,7 +156,7 @@ def test_sgfan_same_outputs_and_grads_for_both_impls():
     assert _rel_err(a, b) < 1e-4
 
 
-@pytest.mark.parametrize("impl", ["xla", "cpu", "im2col_matmul"])
+@pytest.mark.parametrize("impl", ["xla", "cpu", "im2col_matmul", "shifted"])
 @pytest.mark.parametrize("b,h,w,cin,cout", [(1, 5, 7, 3, 4), (2, 8, 8, 6, 5)])
 def test_conv_upsampled2x_equals_conv_of_upsampled(impl, b, h, w, cin, cout):
   rng = np.random.default_rng(0)
@@ -163,7 +165,8 @@ def test_conv_upsampled2x_equals_conv_of_upsampled(impl, b, h, w, cin, cout):
   up = lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
   ref = lambda x, k: conv_lib.conv_xla(up(x), k, 1, (1, 1))
   conv_fn = {"xla": conv_lib.conv_xla, "cpu": conv_lib.conv_cpu,
-             "im2col_matmul": conv_lib.conv_im2col_matmul}[impl]
+             "im2col_matmul": conv_lib.conv_im2col_matmul,
+             "shifted": conv_lib.conv_shifted}[impl]
   fast = lambda x, k: conv_lib.conv_upsampled2x(x, k, conv_fn)
   np.testing.assert_allclose(fast(x, k), ref(x, k), rtol=1e-5, atol=1e-5)
   dy = jnp.asarray(rng.normal(size=(b, 2 * h, 2 * w, cout)), jnp.float32)
