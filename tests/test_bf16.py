@@ -331,8 +331,9 @@ def test_sgfan_bf16_with_each_table_choice(kernel_name, monkeypatch):
 
 # Tiny SGFAN from random weights, bfloat16 vs float32 (conv_impl 'cpu',
 # the CPU default). Measured (this code, jax 0.10.2, CPU): eval outputs
-# 0.27 %, train-mode outputs 3.7 % / 2.8 % (heatmaps / scores); parameter
-# gradients: global relative L2 ~30 %, cosine ~0.96 in train mode. A random
+# 0.27 %, train-mode outputs 3.7 % / 2.8 % (heatmaps / scores), BatchNorm
+# statistics <= 0.46 %; all parameter gradients as one vector: relative L2
+# 19 %, cosine 0.982 (per kernel the median is ~30 %). A random
 # deep BatchNorm network in train mode on 4 images amplifies perturbations
 # strongly (float32 with another summation order moves its gradients by
 # ~1e-4 relative, test_conv.py); on the shipped trained model the same
@@ -357,13 +358,13 @@ def test_sgfan_bf16_close_to_float32():
   for a, b in zip(jax.tree_util.tree_leaves(u16),
                   jax.tree_util.tree_leaves(u32)):
     assert a.dtype == jnp.float32
-    assert _rel(a, b) < 0.02
+    assert _rel(a, b) < 0.01
   flat = lambda g: jnp.concatenate([v.ravel() for v in
                                     jax.tree_util.tree_leaves(g)])
   f16, f32 = flat(g16), flat(g32)
   assert f16.dtype == jnp.float32
   cos = float(f16 @ f32 / jnp.linalg.norm(f16) / jnp.linalg.norm(f32))
-  assert _rel(f16, f32) < 0.5 and cos > 0.9, (_rel(f16, f32), cos)
+  assert _rel(f16, f32) < 0.35 and cos > 0.95, (_rel(f16, f32), cos)
 
 
 def test_flax_batchnorm_bf16_keeps_float32_statistics():
