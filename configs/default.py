@@ -181,8 +181,7 @@ def get_config():
   config.checkpoint.max_to_keep = 3       # latest checkpoints kept
   # ...plus the best one by validation NME (never deleted while best).
   # Start a run whose WORKDIR has no checkpoint from another run's: 'DIR'
-  # (a training workdir: its best checkpoint by validation NME, else its
-  # latest) or 'DIR:STEP'. The whole train state is taken (parameters,
+  # (a training workdir: its latest checkpoint) or 'DIR:STEP'. The whole train state is taken (parameters,
   # BatchNorm statistics, optimiser state and step), so the schedule goes on
   # from that step, e.g. a fine-tuning stage with num_epochs beyond the
   # source run's (configs/lite.py:occluded_finetune). '' = from scratch.

@@ -294,8 +294,9 @@ def restore_init_from(spec: str, target: TrainState) -> TrainState:
   """The train state of another run's checkpoint (config.checkpoint.init_from).
 
   Args:
-    spec: ``'DIR'`` (its best checkpoint by validation NME, else its latest)
-      or ``'DIR:STEP'``; DIR is a training workdir.
+    spec: ``'DIR'`` (its latest checkpoint: where that run stopped, so the
+      schedule goes on from there) or ``'DIR:STEP'``; DIR is a training
+      workdir.
     target: a freshly created state of the same config (its structure).
 
   Raises:
@@ -309,8 +310,7 @@ def restore_init_from(spec: str, target: TrainState) -> TrainState:
   try:
     steps = src.all_steps()
     if step is None:
-      step = src.best_step() if src.best_step() is not None \
-          else src.latest_step()
+      step = src.latest_step()
     if step is None or step not in steps:
       raise FileNotFoundError(
           f"config.checkpoint.init_from={spec!r}: step {step} not in "
