@@ -87,11 +87,7 @@ NORMS = {"inter_pupil": "IP", "inter_ocular": "IO"}
 def val_faces(data_root) -> List[str]:
   """The face300w:val faces (relative paths without extension), sorted."""
   from tfds_builders.face300w import face300w_dataset_builder as b  # pylint: disable=g-import-not-at-top
-  faces = pts_io.find_faces(data_root, TRAIN_SUBSETS)
-  rel_img = {rel: os.path.relpath(img, data_root).replace(os.sep, "/")
-             for rel, img, _ in faces}
-  held = b.val_names(sorted(rel_img.values()))
-  return sorted(rel for rel, img in rel_img.items() if img in held)
+  return sorted(rel for rel, _, _ in b.train_val_faces(data_root)[1])
 
 
 def load_set(root, faces, tag):
@@ -332,12 +328,12 @@ def main(argv=None):
   data_root = pathlib.Path(args.data)
   if not data_root.is_dir():
     raise SystemExit(f"300-W data not found at {data_root} (--data)")
-  subsets = TEST_SUBSETS if args.split == "test_common" else TRAIN_SUBSETS
-  names = [rel for rel, _, _ in pts_io.find_faces(data_root, subsets)]
-  only = None
-  if args.split == "val":
-    names = val_faces(data_root)
-    only = names
+  if args.split == "test_common":
+    subsets, only = TEST_SUBSETS, None
+    names = [rel for rel, _, _ in pts_io.find_faces(data_root, subsets)]
+  else:
+    subsets = TRAIN_SUBSETS
+    names = only = val_faces(data_root)
   total = len(names)
   if args.max_faces is not None and args.max_faces < total:
     idx = np.unique(np.linspace(0, total - 1, args.max_faces).round()

@@ -101,12 +101,8 @@ def train_faces(root: os.PathLike) -> Dict[str, np.ndarray]:
     ``{relative path without extension: [68, 2]}``, sorted by path.
   """
   from tfds_builders.face300w import face300w_dataset_builder as b  # pylint: disable=g-import-not-at-top
-  faces = pts_io.find_faces(root, b.TRAIN_SUBSETS)
-  rel_img = {rel: os.path.relpath(img, root).replace(os.sep, "/")
-             for rel, img, _ in faces}
-  held = b.val_names(sorted(rel_img.values()))
-  return {rel: pts_io.read_pts(pts) for rel, _, pts in faces
-          if rel_img[rel] not in held}
+  return {rel: pts_io.read_pts(pts)
+          for rel, _, pts in b.train_val_faces(root)[0]}
 
 
 def load_data(data_dir: os.PathLike):

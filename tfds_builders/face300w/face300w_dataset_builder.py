@@ -86,6 +86,22 @@ def val_names(names: Sequence[str], fraction: float = VAL_FRACTION,
   return frozenset(sorted(names, key=key)[:k])
 
 
+def train_val_faces(manual_dir) -> Tuple[list, list]:
+  """The ``train`` and ``val`` faces of the training folders, as
+  ``pts_io.find_faces`` tuples ``(relative path without extension, image,
+  pts)``, each sorted: the builder's selection (``val_names`` of the image
+  paths relative to ``manual_dir``), for tools that read the folders
+  directly (benchmarks/compare_300w.py --split val,
+  scripts/occlusion_experiment.py)."""
+  faces = pts_io.find_faces(manual_dir, TRAIN_SUBSETS)
+  rel_img = [os.path.relpath(img, manual_dir).replace(os.sep, "/")
+             for _, img, _ in faces]
+  held = val_names(sorted(rel_img))
+  train = [f for f, r in zip(faces, rel_img) if r not in held]
+  val = [f for f, r in zip(faces, rel_img) if r in held]
+  return train, val
+
+
 def present_subsets(manual_dir: str) -> Tuple[List[str], List[str]]:
   """``(present, missing)`` subset folders of the manual dir."""
   present = [s for s in SUBSETS if os.path.isdir(os.path.join(manual_dir, s))]
