@@ -169,10 +169,12 @@ def run_dlib(data, protocol, bm):
 
 
 def load_ours(workdir: Optional[str], step: Optional[int],
-              weight_threshold: Optional[float] = None):
+              weight_threshold: Optional[float] = None,
+              precision: Optional[str] = None):
   """The shipped model, or ``workdir``'s checkpoint; ``weight_threshold``
   overrides the model's ``config.refine.weight_threshold`` (the confidence
-  below which a point is refined and flagged occluded)."""
+  below which a point is refined and flagged occluded); ``precision`` the
+  forward pass's compute dtype (None: the config's predict.precision)."""
   from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
   from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
   bundle = (inference.load_workdir(workdir, step) if workdir else
@@ -180,7 +182,7 @@ def load_ours(workdir: Optional[str], step: Optional[int],
                                               landmarker.DEFAULT_MODEL)))
   if weight_threshold is not None:
     bundle.config.refine.weight_threshold = float(weight_threshold)
-  return landmarker.Landmarker(bundle)
+  return landmarker.Landmarker(bundle, precision=precision)
 
 
 def run_ours(lm, data, protocol, batch_size):
@@ -316,6 +318,10 @@ def main(argv=None):
   p.add_argument("--weight_threshold", type=float, default=None,
                  help="override the model's config.refine.weight_threshold "
                  "(tuning on --split val)")
+  p.add_argument("--precision", default=None,
+                 choices=["auto", "float32", "bfloat16"],
+                 help="compute dtype of our forward pass (default: the "
+                 "model config's predict.precision)")
   p.add_argument("--out_json", default="",
                  help="also write the summary numbers as JSON here")
   p.add_argument("--batch_size", type=int, default=16)
@@ -381,7 +387,8 @@ def main(argv=None):
   lm = None
   model_desc = ""
   if "ours" in args.methods:
-    lm = load_ours(args.workdir, args.step, args.weight_threshold)
+    lm = load_ours(args.workdir, args.step, args.weight_threshold,
+                   args.precision)
     bundle = getattr(lm, "bundle", None)
     model_desc = (f"`{bundle.source}`" if bundle is not None
                   else (args.workdir or "shipped model"))
@@ -393,7 +400,8 @@ def main(argv=None):
       model_desc += (f"; model width {cfg.model.width}, input "
                      f"{cfg.model.input_size} px, refinement "
                      f"{'on' if getattr(lm, 'dictionary', None) is not None else 'off'}"
-                     f", occluded = confidence < {lm.occluded_threshold}")
+                     f", occluded = confidence < {lm.occluded_threshold}"
+                     f", forward pass in {lm.precision}")
     ckpt = pathlib.Path(args.workdir) / "checkpoints" if args.workdir else None
     if ckpt is not None and ckpt.is_dir():
       steps = sorted(int(c.name) for c in ckpt.iterdir() if c.name.isdigit())

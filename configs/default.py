@@ -162,6 +162,12 @@ def get_config():
   # reported as occluded.
   config.predict = ml_collections.ConfigDict()
   config.predict.batch_size = 8           # faces per jitted forward (padded)
+  # Compute dtype of the prediction forward pass (Landmarker, predict
+  # --precision): 'float32', 'bfloat16' (the products in bfloat16 with float32
+  # accumulation, see sgfan_jax/conv.py) or 'auto' = the measured choice of
+  # the backend (inference.AUTO_PRECISION; float32 where nothing is
+  # measured). Independent of model.dtype, the training compute dtype.
+  config.predict.precision = "auto"
   # Face detector (sgfan_jax/detectors.py): 'dlib_hog' (dlib's HOG frontal
   # detector, bundled in the dlib-bin wheel) or 'none' (the whole image is
   # one face crop). Its boxes are mapped to the training box convention (the

@@ -60,7 +60,12 @@ computation is bit-for-bit that of the float32-only code
 
 On CPU, stock XLA convolutions are no faster in bfloat16 than in float32,
 while a bfloat16 matrix product with float32 accumulation runs at about
-twice the float32 rate (AVX512-BF16). Timings behind the choices:
+twice the float32 rate (AVX512-BF16). So in bfloat16 the table moves to
+products only where the whole train step measured faster: the 1x1 convs,
+the 3x3 convs with at least 128 input channels (nine shifted products; the
+paper's width-256 hourglass) and the phase conv (shifted products); the
+narrower 3x3 convs (width 64) and the 3-channel stem stay stock float32
+convolutions. Timings behind the choices:
 BENCHMARKS.md, benchmarks/conv_bf16.py (kernels alone, the network's
 shapes) and benchmarks/train_step.py ``--dtypes`` / ``--cpu_kernels`` (in
 the network).
@@ -84,23 +89,28 @@ KERNELS = ("xla", "matmul", "im2col", "shifted")
 #   strided:    stride > 1 (the 7x7 stride-2 stem);
 #   upsample2x: the 2x2 phase convolution of conv_upsampled2x (the 3x3 conv
 #               of the block after the 2x upsampling, fuse_upsample).
+# An entry is a kernel name, or (kernel, min_in_channels, kernel_below):
+# ``kernel`` for convolutions with at least ``min_in_channels`` input
+# channels, ``kernel_below`` for the others (cpu_kernel).
 # float32: measured (BENCHMARKS.md); unchanged by the bfloat16 work.
-# bfloat16: PROVISIONAL, to be set from benchmarks/conv_bf16.py (kernels
-#   alone) and benchmarks/train_step.py --dtypes bfloat16 --cpu_kernels ...
-#   (in the network) on a quiet machine. Until then the float32 choices:
-#   the 1x1 products gain ~2x from the bfloat16 matmul kernel (seen on a
-#   loaded 2-core machine, fwd+bwd 1.3-1.8x), while 'im2col' and 'shifted'
-#   for the 3x3 convs and the stem were no faster than the stock
-#   convolution there (the patch matrix / the kh*kw float32 partial sums
-#   cost more memory traffic than the faster product saves at 32-128
-#   channels), and the stock convolution is no slower in bfloat16 than in
-#   float32 (XLA:CPU computes it in float32).
+# bfloat16: measured in the whole train step (benchmarks/train_step.py
+#   --dtypes bfloat16 --cpu_kernels ..., BENCHMARKS.md "bfloat16"; kernels
+#   alone: benchmarks/results/conv_bf16.md). 1x1: the bfloat16 product.
+#   3x3: nine shifted bfloat16 products from 128 input channels (the
+#   width-256 hourglass: step 1.94-1.97 s vs 2.15-2.16 s with the stock
+#   convolution), the stock float32 convolution below (width 64: 0.70-0.73
+#   s with shifted products vs 0.65; the patch copies and float32 partial
+#   sums cost more than the faster product saves at 16-64 channels; im2col
+#   was in between at both widths). Stem: stock (3 input channels; im2col
+#   and shifted were 1.5-4x slower alone). Phase conv: shifted products
+#   (fastest alone at both widths, fwd+bwd 75 vs 97 ms for im2col; equal in
+#   the width-64 step).
 # Dtypes without a row (float16, float64) use the float32 row.
 CPU_KERNELS = {
     "float32": {"1x1": "matmul", "kxk": "xla", "strided": "xla",
                 "upsample2x": "im2col"},
-    "bfloat16": {"1x1": "matmul", "kxk": "xla", "strided": "xla",
-                 "upsample2x": "im2col"},
+    "bfloat16": {"1x1": "matmul", "kxk": ("shifted", 128, "xla"),
+                 "strided": "xla", "upsample2x": "shifted"},
 }
 
 
@@ -566,10 +576,20 @@ def conv_kind(kernel_size, stride: int, pad: Tuple[int, int],
   return "kxk"
 
 
-def cpu_kernel(kind: str, dtype) -> str:
-  """The kernel ``CPU_KERNELS`` names for ``kind`` in compute ``dtype``."""
+def cpu_kernel(kind: str, dtype, in_channels: Optional[int] = None) -> str:
+  """The kernel ``CPU_KERNELS`` names for ``kind`` in compute ``dtype``.
+
+  For a channel-dependent entry ``(kernel, min_in_channels, kernel_below)``
+  ``in_channels`` picks one (None: ``kernel``).
+  """
   row = CPU_KERNELS.get(jnp.dtype(dtype).name, CPU_KERNELS["float32"])
-  return row[kind]
+  entry = row[kind]
+  if isinstance(entry, str):
+    return entry
+  name, min_in, below = entry
+  if in_channels is not None and in_channels < min_in:
+    return below
+  return name
 
 
 def kernel_fn(name: str) -> Callable:
@@ -606,7 +626,8 @@ def conv_cpu(x, kernel, stride: int, pad: Tuple[int, int]):
   operands in 16-bit compute; this function takes ``x`` as it comes.)
   """
   kind = conv_kind(kernel.shape[:2], stride, pad)
-  return kernel_fn(cpu_kernel(kind, x.dtype))(x, kernel, stride, pad)
+  return kernel_fn(cpu_kernel(kind, x.dtype, x.shape[-1]))(x, kernel, stride,
+                                                           pad)
 
 
 def activation_dtype(impl: str, dtype):
@@ -669,7 +690,7 @@ class Conv(nn.Module):
       fn = conv_xla
     else:
       name = cpu_kernel(conv_kind((kh, kw), self.strides, pad,
-                                  self.upsample2x_input), self.dtype)
+                                  self.upsample2x_input), self.dtype, cin)
       # XLA:CPU computes a stock convolution in float32 whatever its
       # operand type, so in 16-bit compute it keeps float32 operands here
       # (no rounding, same speed): exactly the float32 convolution.

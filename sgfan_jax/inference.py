@@ -97,10 +97,44 @@ def inference_spec(config: ml_collections.ConfigDict,
   )
 
 
-def create_model(config: ml_collections.ConfigDict) -> model_lib.SGFAN:
-  """The flax module of ``config`` (N from ``config.data.layout``)."""
+PRECISIONS = ("auto", "float32", "bfloat16")
+# predict.precision='auto': the prediction compute dtype per backend, the
+# faster one where its landmarks stay within the tolerance of
+# tests/test_bf16.py (measured: BENCHMARKS.md, "bfloat16"). Backends without
+# an entry (not measured) use float32.
+AUTO_PRECISION = {"cpu": "float32"}
+
+
+def resolve_precision(precision: Optional[str],
+                      backend: Optional[str] = None) -> str:
+  """'float32' or 'bfloat16' for ``precision`` on ``backend``.
+
+  Args:
+    precision: one of PRECISIONS; None = 'auto'.
+    backend: jax backend name (None = ``jax.default_backend()``).
+  """
+  precision = "auto" if precision is None else str(precision)
+  if precision not in PRECISIONS:
+    raise ValueError(f"precision must be one of {PRECISIONS}, got "
+                     f"{precision!r}")
+  if precision != "auto":
+    return precision
+  return AUTO_PRECISION.get(backend or jax.default_backend(), "float32")
+
+
+def create_model(config: ml_collections.ConfigDict,
+                 dtype: Optional[Any] = None) -> model_lib.SGFAN:
+  """The flax module of ``config`` (N from ``config.data.layout``).
+
+  ``dtype``: compute dtype overriding ``config.model.dtype`` (e.g. a
+  bfloat16 forward of a float32-trained model: same variables, since the
+  parameters and BatchNorm statistics are float32 in every compute dtype).
+  """
   num_points = layouts.get_layout(config.data.layout).num_points
-  return model_lib.create_model(config.model, num_points)
+  model = model_lib.create_model(config.model, num_points)
+  if dtype is not None:
+    model = model.clone(dtype=jnp.dtype(dtype))
+  return model
 
 
 def init_variables(model: model_lib.SGFAN, input_size: int,

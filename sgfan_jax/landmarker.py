@@ -107,17 +107,24 @@ class Landmarker:
     batch_size: faces per forward pass (None = ``predict.batch_size``).
     refine: apply the score-guided refinement (Eq. 2) when the model has a
       shape dictionary.
+    precision: compute dtype of the forward pass: 'float32', 'bfloat16' or
+      'auto' (the measured choice of the backend,
+      ``inference.AUTO_PRECISION``); None = ``predict.precision`` of the
+      model's config. The resolved dtype is ``self.precision``.
   """
 
   def __init__(self, bundle: inference.ModelBundle, *,
                detector: Any = None,
                box_map: Optional[box_map_lib.BoxMap] = None,
-               batch_size: Optional[int] = None, refine: bool = True):
+               batch_size: Optional[int] = None, refine: bool = True,
+               precision: Optional[str] = None):
     self.bundle = bundle
     self.config = bundle.config
     pc = self.config.predict
     self.layout = layouts.get_layout(self.config.data.layout)
-    self.model = inference.create_model(self.config)
+    self.precision = inference.resolve_precision(
+        pc.get("precision") if precision is None else precision)
+    self.model = inference.create_model(self.config, dtype=self.precision)
     inference.check_variables(self.model, bundle.variables,
                               self.config.model.input_size, bundle.source)
     self.variables = jax.device_put(bundle.variables)

@@ -5,6 +5,7 @@ r"""Landmarks on image files and folders: ``python -m sgfan_jax.predict``.
   python -m sgfan_jax.predict crops/ --out preds/ --detector=none
   python -m sgfan_jax.predict group.jpg --out preds/ --box=120,80,360,330
   python -m sgfan_jax.predict photos/ --out preds/ --boxes=boxes.json
+  python -m sgfan_jax.predict photos/ --out preds/ --precision=bfloat16
   sgfan-jax predict photos/ --out preds/          # installed console script
 
 INPUT: image files and folders (searched recursively for
@@ -16,11 +17,13 @@ one (``sgfan_jax/pretrained/``) unless ``--workdir`` (a training workdir) or
 ``image,x0,y0,x1,y1``; ``image`` is the path as listed or its file name;
 images not in the file are detected). ``--box_format=landmarks`` says the
 given boxes are tight boxes of the 68 points (the 300-W protocol) instead of
-detector boxes.
+detector boxes. ``--precision`` sets the forward pass's compute dtype
+(``predict.precision`` of the model's config: 'auto' = the measured choice
+of the backend, README "Speed").
 
 Writes, for an input ``DIR/sub/NAME.jpg`` found under a folder ``DIR``,
 ``OUT/sub/NAME.json`` (every face: box, box score, points, raw points,
-confidence, occluded, the coordinate convention), ``OUT/sub/NAME_<k>.pts``
+confidence, occluded; the model, the precision, the coordinate convention), ``OUT/sub/NAME_<k>.pts``
 (one 300-W file per face, 1-based, k = 1, 2, ...), ``OUT/sub/NAME.png`` (the
 overlay: green dots = visible points, red crosses = occluded points, yellow
 box) and, for the run, ``OUT/summary.csv`` (file, faces, status, reason).
@@ -82,6 +85,10 @@ def define_flags() -> None:
                       "predict.detector.")
   flags.DEFINE_integer("batch_size", None, "Faces per forward pass (default: "
                        "the model config's predict.batch_size).")
+  flags.DEFINE_enum("precision", None, list(inference.PRECISIONS),
+                    "Compute dtype of the forward pass (default: the model "
+                    "config's predict.precision; auto = the measured choice "
+                    "of the backend).")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
@@ -184,7 +191,7 @@ def boxes_for(path: str, table: Optional[Dict[str, list]],
 
 
 def write_outputs(out: str, stem: str, prepared, faces, source: str,
-                  model: str) -> List[str]:
+                  model: str, precision: str = "float32") -> List[str]:
   """NAME.json, NAME_<k>.pts and NAME.png for one image; returns paths."""
   base = os.path.join(out, stem)
   os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
@@ -198,6 +205,7 @@ def write_outputs(out: str, stem: str, prepared, faces, source: str,
       "width": prepared.image.width,
       "height": prepared.image.height,
       "model": model,
+      "precision": precision,
       "coordinates": COORDINATES,
       "faces": [f.to_dict() for f in faces],
   }
@@ -226,7 +234,7 @@ def predict_paths(lm: landmarker_lib.Landmarker, inputs: Sequence[str],
     for (path, stem, prepared), faces in zip(pending, results):
       try:
         written = write_outputs(out, stem, prepared, faces, path,
-                                lm.bundle.source)
+                                lm.bundle.source, lm.precision)
       except OSError as e:
         rows.append(_row(path, len(faces), "error",
                          f"cannot write outputs: {e}"))
@@ -270,10 +278,12 @@ def _row(path, faces, status, reason, outputs=()):
 
 
 def load_landmarker(workdir: Optional[str], model: Optional[str],
-                    detector: Optional[str], batch_size: Optional[int]):
+                    detector: Optional[str], batch_size: Optional[int],
+                    precision: Optional[str] = None):
   if workdir and model:
     raise InputError("give --workdir or --model, not both")
-  kwargs = {"detector": detector, "batch_size": batch_size}
+  kwargs = {"detector": detector, "batch_size": batch_size,
+            "precision": precision}
   if workdir:
     return landmarker_lib.Landmarker.from_checkpoint(workdir, **kwargs)
   return landmarker_lib.Landmarker.from_pretrained(
@@ -288,7 +298,7 @@ def run_command(inputs: Sequence[str]) -> int:
     box = parse_box(FLAGS.box) if FLAGS.box else None
     table = read_boxes(FLAGS.boxes) if FLAGS.boxes else None
     lm = load_landmarker(FLAGS.workdir, FLAGS.model, FLAGS.detector,
-                         FLAGS.batch_size)
+                         FLAGS.batch_size, FLAGS.precision)
   except (InputError, inference.ModelFileError, ImportError,
           ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

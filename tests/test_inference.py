@@ -425,3 +425,47 @@ def test_export_model_writes_a_loadable_folder(tiny, crops, workdir,
                _np(tiny["predict"](workdir["variables"], images, mats, dic)))
   # No optimiser state in the folder: parameters and statistics only.
   assert set(bundle.variables) == {"params", "batch_stats"}
+
+
+# ------------------------------------------------------------- precision
+
+
+def test_resolve_precision(monkeypatch):
+  assert inference.resolve_precision("float32") == "float32"
+  assert inference.resolve_precision("bfloat16", "cpu") == "bfloat16"
+  # 'auto' (and None): the backend's measured entry, float32 elsewhere.
+  monkeypatch.setattr(inference, "AUTO_PRECISION", {"cpu": "bfloat16"})
+  assert inference.resolve_precision("auto", "cpu") == "bfloat16"
+  assert inference.resolve_precision(None, "cpu") == "bfloat16"
+  assert inference.resolve_precision("auto", "tpu") == "float32"
+  with pytest.raises(ValueError, match="precision must be one of"):
+    inference.resolve_precision("float16")
+
+
+def test_create_model_dtype_override_keeps_the_variables(tiny):
+  config = tiny["config"]
+  model16 = inference.create_model(config, dtype="bfloat16")
+  assert model16.dtype == jnp.bfloat16
+  assert inference.create_model(config).dtype == jnp.dtype(
+      config.model.dtype)
+  # Same parameter tree: a float32 model's variables load into it.
+  inference.check_variables(model16, tiny["variables"],
+                            config.model.input_size, "tiny")
+
+
+def test_landmarker_precision_argument_and_config(tmp_path):
+  folder = tmp_path / "m"
+  pf.save_tiny_model(folder)
+  lm = Landmarker.from_pretrained(str(folder), detector="none",
+                                  precision="bfloat16")
+  assert lm.precision == "bfloat16" and lm.model.dtype == jnp.bfloat16
+  path = folder / inference.CONFIG_FILE
+  saved = json.loads(path.read_text())
+  saved["predict"]["precision"] = "bfloat16"
+  path.write_text(json.dumps(saved))
+  assert Landmarker.from_pretrained(str(folder), detector="none").precision \
+      == "bfloat16"
+  assert Landmarker.from_pretrained(str(folder), detector="none",
+                                    precision="float32").precision == "float32"
+  with pytest.raises(ValueError, match="precision must be one of"):
+    Landmarker.from_pretrained(str(folder), detector="none", precision="fp8")

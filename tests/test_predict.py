@@ -22,6 +22,7 @@ from PIL import Image
 from sgfan_jax import box_map as box_map_lib
 from sgfan_jax import crop
 from sgfan_jax import drawing
+from sgfan_jax import inference
 from sgfan_jax import predict
 from sgfan_jax import pts_io
 from sgfan_jax.landmarker import Landmarker
@@ -92,7 +93,8 @@ def commands(files, tmp_path_factory):
                       "--progress=false"], out / "tree"),
       "console": _start([str(CONSOLE_SCRIPT), "predict", str(files["crop"]),
                          "--out", str(out / "console"), "--model", model,
-                         "--detector=none", "--progress=false"],
+                         "--detector=none", "--precision=bfloat16",
+                         "--progress=false"],
                         out / "console"),
       "bad_boxes": _start([sys.executable, "-m", "sgfan_jax.predict",
                            str(files["single"]), "--boxes", str(bad_boxes),
@@ -376,6 +378,8 @@ def test_command_on_a_tree_with_bad_files(commands, files, tree_run):
   _, lib_out = tree_run
   a = json.loads((out / "Group.json").read_text())["faces"]
   b = json.loads((lib_out / "Group.json").read_text())["faces"]
+  record = json.loads((out / "Group.json").read_text())
+  assert record["precision"] == inference.resolve_precision("auto")
   for fa, fb in zip(a, b):
     np.testing.assert_allclose(fa["points"], fb["points"], atol=2e-3)
     assert fa["box"] == fb["box"]
@@ -388,6 +392,7 @@ def test_console_script_all_good(commands, files):
   assert rc == 0, stderr[-3000:]
   assert "1 of 1 images with faces, 1 faces" in stdout
   record = json.loads((out / "crop.json").read_text())
+  assert record["precision"] == "bfloat16"
   h, w = pf.sample_face(pf.FACES[0])[0].shape[:2]
   assert record["faces"][0]["box"] == [-0.5, -0.5, w - 0.5, h - 0.5]
   assert (out / "crop_1.pts").exists() and (out / "crop.png").exists()
