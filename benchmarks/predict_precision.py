@@ -56,25 +56,18 @@ def split_faces(data_root, split):
 
 
 def predict_all(lm, data, batch):
-  """refined / raw points [F, 68, 2] (image px), occluded flags, crop scale."""
-  pts, raw, occ, scale = [], [], [], []
-  for s in range(0, len(data), batch):
-    chunk = data[s:s + batch]
-    res = lm.detect_batch([d["image"] for d in chunk],
-                          boxes=[[d["box"].tolist()] for d in chunk],
-                          box_format="landmarks")
-    for faces in res:
-      (f,) = faces
-      pts.append(np.asarray(f.points, np.float64))
-      raw.append(np.asarray(f.raw_points, np.float64))
-      occ.append(np.asarray(f.occluded, bool))
+  """refined / raw points [F, 68, 2] (image px), occluded flags [F, 68] and
+  the image px per network-output px of each face's crop [F]."""
+  res = compare_300w.run_ours(lm, data, "landmark", batch)
+  scale = []
   for d in data:
-    # Image px per network-output px: the side of the network window.
+    # Image px per network-output px: the network window's side / 128.
     prepared = lm.prepare(d["image"], [d["box"].tolist()], "landmarks")
     a = np.asarray(prepared.crop_to_image[0])[:, :2]
     scale.append(abs(np.linalg.det(a)) ** 0.5 * lm.spec.window_side
                  / OUT_SIDE)
-  return (np.stack(pts), np.stack(raw), np.stack(occ), np.asarray(scale))
+  return (res["ours_refined"]["points"], res["ours_raw"]["points"],
+          res["ours_refined"]["occluded"], np.asarray(scale))
 
 
 def nme_per_face(pred, gt, norm):
