@@ -17,8 +17,10 @@ Same network (width 256, hourglass depth 4), targets, loss, augmentation and
   takes 4x fewer steps;
 * more input workers for the host pipeline (decode + batching).
 
-Compute stays float32: bfloat16 is not validated for this network yet
-(``model.dtype``; see the README's speed section). Expected result: the
+Compute: ``model.dtype='auto'`` is float32 on a GPU (bfloat16 was measured
+and validated on CPU only, BENCHMARKS.md "bfloat16"; ``--config.model.dtype=
+bfloat16`` opts in: stock convolutions in bfloat16 with float32
+accumulation, float32 parameters, statistics and loss). Expected result: the
 paper's Table 1 (inter-pupil NME %: common 4.16) when trained on the whole
 300-W training set; with the faces in ../shared/data (2,012) it trains on
 1,911 and selects on the 101 held-out ``face300w:val`` faces.

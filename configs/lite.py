@@ -6,6 +6,10 @@
   python main.py --config configs/lite.py:occluded_finetune \
       --workdir /tmp/sgfan_lite_occ_ft --config.checkpoint.init_from=/tmp/sgfan_lite
 
+Compute dtype: ``model.dtype='auto'`` (configs/default.py), bfloat16 on a
+CPU. The shipped model was trained in float32; ``--config.model.dtype=float32``
+repeats that run exactly.
+
 ``:demo`` is the bundled-sample run behind ``make demo``: it trains on
 sample_data/300w (built into WORKDIR/tensorflow_datasets) for a few minutes
 and evaluates on its HELEN test faces. With so little data and time the NME

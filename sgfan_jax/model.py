@@ -33,6 +33,28 @@ from sgfan_jax import conv as conv_lib
 # config.model of configs/default.py: the defaults of SGFAN's settings.
 _DEFAULTS = default_config.get_config().model
 
+DTYPES = ("auto", "float32", "bfloat16")
+# model.dtype='auto': the training compute dtype per backend, where it was
+# measured (BENCHMARKS.md, "bfloat16"): on CPU bfloat16 trains SGFAN
+# 1.16x (width 64) / 1.20x (width 256) faster than float32 with validation
+# NME within run-to-run noise. Backends without an entry (GPU/TPU: not
+# measured) compute in float32.
+AUTO_DTYPE = {"cpu": "bfloat16"}
+
+
+def resolve_dtype(dtype, backend=None):
+  """The compute dtype of ``dtype`` ('auto', a name or a numpy dtype).
+
+  'auto' is ``AUTO_DTYPE`` of ``backend`` (None = ``jax.default_backend()``),
+  float32 where it has no entry.
+  """
+  if isinstance(dtype, str):
+    if dtype == "auto":
+      dtype = AUTO_DTYPE.get(backend or jax.default_backend(), "float32")
+    elif dtype not in DTYPES:
+      raise ValueError(f"model.dtype must be one of {DTYPES}, got {dtype!r}")
+  return jnp.dtype(dtype)
+
 
 class ResidualBlock(nn.Module):
   """Pre-activation bottleneck: [B, H, W, C_in] -> [B, H, W, features].
@@ -157,7 +179,9 @@ class SGFAN(nn.Module):
       the batch mean/variance and normalises in float32) and the two output
       maps stay float32, so the Eq. 3 loss is float32. Activations: float32
       with conv_impl 'cpu' (the products round their operands themselves),
-      bfloat16 with 'xla'; see conv.activation_dtype for why.
+      bfloat16 with 'xla'; see conv.activation_dtype for why. 'auto' (the
+      default): the measured choice of the backend (``AUTO_DTYPE``:
+      bfloat16 on CPU, float32 elsewhere), resolved when the module runs.
     head_init_scale: std of the 1x1 heads' initial weights relative to
       LeCun-normal (1.0 = the PyTorch default init of the paper). A small
       value starts the maps near zero, so the Eq. 3 loss starts at the
@@ -172,7 +196,7 @@ class SGFAN(nn.Module):
   hourglass_depth: int = _DEFAULTS.hourglass_depth
   branch_channels: int = _DEFAULTS.branch_channels
   conv_impl: str = _DEFAULTS.conv_impl
-  dtype: Any = jnp.dtype(_DEFAULTS.dtype)
+  dtype: Any = _DEFAULTS.dtype   # 'auto' / a name / a dtype: resolve_dtype
   head_init_scale: float = _DEFAULTS.head_init_scale
   fuse_upsample: bool = _DEFAULTS.fuse_upsample
 
@@ -187,10 +211,11 @@ class SGFAN(nn.Module):
                        f"2**(hourglass_depth + 1) = "
                        f"{2 ** (self.hourglass_depth + 1)}")
     impl = conv_lib.resolve_conv_impl(self.conv_impl)
-    conv = functools.partial(conv_lib.Conv, impl=impl, dtype=self.dtype)
+    dtype = resolve_dtype(self.dtype)
+    conv = functools.partial(conv_lib.Conv, impl=impl, dtype=dtype)
     # The sub-modules' dtype is that of the activations (BatchNorm outputs):
     # float32 on CPU even in bfloat16 compute (conv.activation_dtype).
-    act = conv_lib.activation_dtype(impl, self.dtype)
+    act = conv_lib.activation_dtype(impl, dtype)
     x = conv(64, (7, 7), strides=2, padding=3, name="stem")(images)
     half = max(self.width // 2, 1)
     for features in (half, half, self.width):
@@ -211,7 +236,7 @@ def create_model(model_config, num_landmarks: int) -> SGFAN:
                hourglass_depth=model_config.hourglass_depth,
                branch_channels=model_config.branch_channels,
                conv_impl=model_config.conv_impl,
-               dtype=jnp.dtype(model_config.dtype),
+               dtype=resolve_dtype(model_config.dtype),
                head_init_scale=model_config.head_init_scale,
                fuse_upsample=model_config.fuse_upsample)
 

@@ -374,8 +374,10 @@ def train(config, workdir: str, train_batches: Callable[[int], Iterator],
   if progress and jax.process_index() == 0:
     bar = tqdm.tqdm(total=total_steps, initial=start, unit="step",
                     dynamic_ncols=True, mininterval=1.0)
-  logging.info("Training %d steps (%d per epoch), from step %d.", total_steps,
-               spe, start)
+  logging.info("Training %d steps (%d per epoch), from step %d; compute "
+               "dtype %s (model.dtype=%r on %s).", total_steps, spe, start,
+               model_lib.resolve_dtype(config.model.dtype).name,
+               str(config.model.dtype), jax.default_backend())
   batches = train_batches(start)
   pending = []          # device metrics since the last log
   t_log = time.perf_counter()

@@ -71,6 +71,10 @@ def tiny_config():
   # Random heads with unit-scale weights: maps with distinct peaks and
   # confidences spread over [0, 1] (the default 0.01 makes them ~flat).
   config.model.head_init_scale = 1.0
+  # A float32 model like the shipped one (the prediction tests compare the
+  # Landmarker, float32 by default on CPU, with the pure functions of
+  # create_model(config)).
+  config.model.dtype = "float32"
   config.refine.weight_threshold = TINY_THRESHOLD
   config.predict.batch_size = TINY_BATCH
   return config

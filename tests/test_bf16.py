@@ -147,7 +147,7 @@ def test_float32_is_bit_for_bit_the_code_before_bfloat16(impl, monkeypatch):
   gradient of a float32 SGFAN (both fuse_upsample settings) equal, bit for
   bit, those of the pre-bfloat16 Conv."""
   kwargs = dict(num_landmarks=3, width=8, hourglass_depth=1,
-                branch_channels=8, conv_impl=impl)
+                branch_channels=8, conv_impl=impl, dtype="float32")
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   cot = jax.random.normal(jax.random.PRNGKey(1), (2, 2, 32, 32, 3))
   for fuse in (True, False):
@@ -326,12 +326,13 @@ def test_sgfan_bf16_with_each_table_choice(kernel_name, monkeypatch):
                           branch_channels=8, conv_impl="cpu", dtype=BF16)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   variables = model_lib.SGFAN(num_landmarks=3, width=8, hourglass_depth=1,
-                              branch_channels=8).init(
+                              branch_channels=8, dtype="float32").init(
                                   jax.random.PRNGKey(1), x)
   cot = jax.random.normal(jax.random.PRNGKey(2), (2, 2, 32, 32, 3))
   (h, s, _), grads = _train_outputs(model, variables, x, cot)
   ref_model = model_lib.SGFAN(num_landmarks=3, width=8, hourglass_depth=1,
-                              branch_channels=8, conv_impl="cpu")
+                              branch_channels=8, conv_impl="cpu",
+                              dtype="float32")
   (h32, _, _), _ = _train_outputs(ref_model, variables, x, cot)
   assert h.dtype == s.dtype == jnp.float32
   assert _rel(h, h32) < 0.1
@@ -356,7 +357,7 @@ def test_sgfan_bf16_close_to_float32():
                 branch_channels=16, conv_impl="cpu")
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 64, 64, 3))
   cot = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 64, 64, 5))
-  m32 = model_lib.SGFAN(**kwargs)
+  m32 = model_lib.SGFAN(dtype="float32", **kwargs)
   m16 = model_lib.SGFAN(dtype=BF16, **kwargs)
   variables = m32.init(jax.random.PRNGKey(1), x)
   e32 = jax.jit(m32.apply)(variables, x)

@@ -116,7 +116,7 @@ def test_sgfan_same_outputs_and_grads_for_both_impls():
   """Tiny SGFAN, train mode: outputs, BN statistics and all parameter
   gradients agree between conv_impl='cpu' and 'xla' from the same params."""
   kwargs = dict(num_landmarks=5, width=8, hourglass_depth=1,
-                branch_channels=8)
+                branch_channels=8, dtype="float32")
   x = jax.random.normal(jax.random.PRNGKey(6), (2, 32, 32, 3))
   models = {impl: model_lib.SGFAN(conv_impl=impl, **kwargs)
             for impl in ("xla", "cpu")}

@@ -22,6 +22,7 @@ from sgfan_jax import crop
 from sgfan_jax import export_model
 from sgfan_jax import inference
 from sgfan_jax import ksvd
+from sgfan_jax import model as model_lib
 from sgfan_jax import optim
 from sgfan_jax import run
 from sgfan_jax import train
@@ -446,7 +447,7 @@ def test_create_model_dtype_override_keeps_the_variables(tiny):
   config = tiny["config"]
   model16 = inference.create_model(config, dtype="bfloat16")
   assert model16.dtype == jnp.bfloat16
-  assert inference.create_model(config).dtype == jnp.dtype(
+  assert inference.create_model(config).dtype == model_lib.resolve_dtype(
       config.model.dtype)
   # Same parameter tree: a float32 model's variables load into it.
   inference.check_variables(model16, tiny["variables"],

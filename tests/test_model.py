@@ -90,7 +90,7 @@ def test_fused_upsample_block_is_the_same_function():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 128, 128, 3))
   nets = {f: model_lib.SGFAN(num_landmarks=4, width=16, hourglass_depth=2,
                              branch_channels=16, fuse_upsample=f,
-                             conv_impl="xla")
+                             conv_impl="xla", dtype="float32")
           for f in (True, False)}
   v = nets[False].init(jax.random.PRNGKey(1), x)
   v_fused = nets[True].init(jax.random.PRNGKey(1), x)
@@ -130,4 +130,33 @@ def test_defaults_are_those_of_the_default_config():
             "head_init_scale", "fuse_upsample")
   for m in (model_lib.SGFAN(), model_lib.create_model(cfg, 68)):
     assert {f: getattr(m, f) for f in fields} == {f: cfg[f] for f in fields}
-    assert m.dtype == jnp.dtype(cfg.dtype) and m.num_landmarks == 68
+    assert m.num_landmarks == 68
+  # The module keeps 'auto' (resolved when it runs); create_model resolves.
+  assert model_lib.SGFAN().dtype == cfg.dtype == "auto"
+  assert model_lib.create_model(cfg, 68).dtype == model_lib.resolve_dtype(
+      cfg.dtype)
+
+
+def test_resolve_dtype(monkeypatch):
+  """'auto' = the backend's measured entry (bfloat16 on CPU), float32 where
+  none; names and dtypes pass through; anything else is a clear error."""
+  assert model_lib.AUTO_DTYPE == {"cpu": "bfloat16"}
+  assert model_lib.resolve_dtype("auto", "cpu") == jnp.bfloat16
+  assert model_lib.resolve_dtype("auto", "gpu") == jnp.float32
+  assert model_lib.resolve_dtype("auto", "tpu") == jnp.float32
+  assert model_lib.resolve_dtype("float32") == jnp.float32
+  assert model_lib.resolve_dtype(jnp.bfloat16) == jnp.bfloat16
+  with pytest.raises(ValueError, match="model.dtype must be one of"):
+    model_lib.resolve_dtype("fp8")
+  # A module built with 'auto' computes in the resolved dtype: on this
+  # backend its output equals that of the explicit dtype, bit for bit.
+  kwargs = dict(num_landmarks=3, width=8, hourglass_depth=1,
+                branch_channels=8)
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 32, 32, 3))
+  v = model_lib.SGFAN(dtype="float32", **kwargs).init(jax.random.PRNGKey(1),
+                                                     x)
+  explicit = model_lib.resolve_dtype("auto").name
+  a = model_lib.SGFAN(dtype="auto", **kwargs).apply(v, x)
+  b = model_lib.SGFAN(dtype=explicit, **kwargs).apply(v, x)
+  for p, q in zip(a, b):
+    np.testing.assert_array_equal(np.asarray(p), np.asarray(q))

@@ -28,6 +28,9 @@ SCRIPT = textwrap.dedent("""
     n_dev = len(jax.devices())
     config = test_config.get_config()
     config.batch_size = 4
+    # Equality up to float32 reduction order (bfloat16, the CPU default,
+    # rounds the per-device partial products differently).
+    config.model.dtype = "float32"
     meta = dict(crop_size=64, crop_context=2.2, layout="ibug68",
                 num_examples=40)
     rng = np.random.default_rng(0)
