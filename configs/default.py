@@ -90,8 +90,9 @@ def get_config():
   # statistics and the loss are float32 in all): 'float32', 'bfloat16' (the
   # matrix products take bfloat16 operands, float32 accumulation;
   # sgfan_jax/conv.py) or 'auto' = the measured choice of the backend
-  # (model.AUTO_DTYPE: bfloat16 on CPU, 1.16-1.20x faster with validation
-  # NME within run-to-run noise; float32 on GPU/TPU, not measured there).
+  # (model.AUTO_DTYPE: bfloat16 on CPU, 1.16-1.20x faster, validation NME
+  # within run-to-run noise in 2-epoch runs, BENCHMARKS.md "bfloat16";
+  # float32 on GPU/TPU, not measured there).
   # The shipped model and the published numbers are float32:
   # --config.model.dtype=float32 reproduces them exactly.
   config.model.dtype = "auto"

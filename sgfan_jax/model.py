@@ -36,9 +36,10 @@ _DEFAULTS = default_config.get_config().model
 DTYPES = ("auto", "float32", "bfloat16")
 # model.dtype='auto': the training compute dtype per backend, where it was
 # measured (BENCHMARKS.md, "bfloat16"): on CPU bfloat16 trains SGFAN
-# 1.16x (width 64) / 1.20x (width 256) faster than float32 with validation
-# NME within run-to-run noise. Backends without an entry (GPU/TPU: not
-# measured) compute in float32.
+# 1.16x (width 64) / 1.20x (width 256) faster than float32, validation NME
+# within run-to-run noise at the end of the schedule (from scratch one of
+# two seeds lagged early; no full 80-epoch bfloat16 run yet). Backends
+# without an entry (GPU/TPU: not measured) compute in float32.
 AUTO_DTYPE = {"cpu": "bfloat16"}
 
 
