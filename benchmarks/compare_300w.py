@@ -84,6 +84,14 @@ NORMS = {"inter_pupil": "IP", "inter_ocular": "IO"}
 # ------------------------------------------------------------------- data
 
 
+def data_root_or_exit(path) -> pathlib.Path:
+  """The 300-W root of ``--data``; exits with a message when missing."""
+  root = pathlib.Path(path)
+  if not root.is_dir():
+    raise SystemExit(f"300-W data not found at {root} (--data)")
+  return root
+
+
 def val_faces(data_root) -> List[str]:
   """The face300w:val faces (relative paths without extension), sorted."""
   from tfds_builders.face300w import face300w_dataset_builder as b  # pylint: disable=g-import-not-at-top
@@ -331,9 +339,7 @@ def main(argv=None):
   argv = sys.argv[1:] if argv is None else list(argv)
   machine = timing.machine()
 
-  data_root = pathlib.Path(args.data)
-  if not data_root.is_dir():
-    raise SystemExit(f"300-W data not found at {data_root} (--data)")
+  data_root = data_root_or_exit(args.data)
   if args.split == "test_common":
     subsets, only = TEST_SUBSETS, None
     names = [rel for rel, _, _ in pts_io.find_faces(data_root, subsets)]

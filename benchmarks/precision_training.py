@@ -88,9 +88,7 @@ def main(argv=None):
                          f"{sorted(runs)}")
 
   import jax  # pylint: disable=g-import-not-at-top
-  data_root = pathlib.Path(args.data)
-  if not data_root.is_dir():
-    raise SystemExit(f"300-W data not found at {data_root} (--data)")
+  data_root = compare_300w.data_root_or_exit(args.data)
   names = compare_300w.val_faces(data_root)
   data = compare_300w.load_set(data_root, names, "val")
   gt = np.stack([d["gt"] for d in data])
@@ -126,10 +124,7 @@ def main(argv=None):
          "\n\nPaired differences over the faces (NME points, mean and 95 % "
          "bootstrap interval):\n\n| pair | heatmaps only | refined |\n"
          "|---|---|---|\n" + "\n".join(prow) + "\n")
-  os.makedirs(os.path.dirname(os.path.abspath(args.out_md)), exist_ok=True)
-  with open(args.out_md, "w") as f:
-    f.write(md)
-  print(md)
+  timing.write_markdown(args.out_md, md)
 
 
 if __name__ == "__main__":

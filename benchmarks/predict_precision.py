@@ -115,9 +115,7 @@ def main(argv=None):
   import jax  # pylint: disable=g-import-not-at-top
   import sgfan_jax  # pylint: disable=g-import-not-at-top
 
-  data_root = pathlib.Path(args.data)
-  if not data_root.is_dir():
-    raise SystemExit(f"300-W data not found at {data_root} (--data)")
+  data_root = compare_300w.data_root_or_exit(args.data)
   names = split_faces(data_root, args.split)[:args.max_faces]
   data = compare_300w.load_set(data_root, names, args.split)
   gt = np.stack([d["gt"] for d in data])
@@ -200,10 +198,7 @@ def main(argv=None):
          f"{args.repeats}, precisions alternating)\n\n"
          "| batch | float32 ms | bfloat16 ms | bfloat16 speed-up |\n"
          "|---:|---:|---:|---:|\n" + "\n".join(rows_speed) + "\n")
-  os.makedirs(os.path.dirname(os.path.abspath(args.out_md)), exist_ok=True)
-  with open(args.out_md, "w") as f:
-    f.write(md)
-  print(md)
+  timing.write_markdown(args.out_md, md)
 
 
 if __name__ == "__main__":

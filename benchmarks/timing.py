@@ -63,3 +63,11 @@ def report_header(title: str, script: str, argv, machine_at_start: dict,
           + " ".join(argv) + "\n```\n\n"
           f"Machine: {m['cpu']}, nproc={m['nproc']}, load average at start "
           f"{m['load']}, at end {end_load}; {versions}.\n\n")
+
+
+def write_markdown(path: str, text: str) -> None:
+  """Writes a result file (its folder created) and prints it."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    f.write(text)
+  print(text)
