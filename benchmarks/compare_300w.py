@@ -62,6 +62,7 @@ from sgfan_jax import box_map as box_map_lib  # pylint: disable=g-import-not-at-
 from sgfan_jax import crop  # pylint: disable=g-import-not-at-top
 from sgfan_jax import detectors  # pylint: disable=g-import-not-at-top
 from sgfan_jax import metrics  # pylint: disable=g-import-not-at-top
+from sgfan_jax import model as model_lib  # pylint: disable=g-import-not-at-top
 from sgfan_jax import occlusion_copy  # pylint: disable=g-import-not-at-top
 from sgfan_jax import pts_io  # pylint: disable=g-import-not-at-top
 
@@ -90,6 +91,15 @@ def data_root_or_exit(path) -> pathlib.Path:
   if not root.is_dir():
     raise SystemExit(f"300-W data not found at {root} (--data)")
   return root
+
+
+def split_names(data_root, split: str):
+  """``(subsets, names)`` of a --split: the folders read and the faces
+  (relative paths without extension; val: sorted)."""
+  if split == "test_common":
+    return TEST_SUBSETS, [rel for rel, _, _ in pts_io.find_faces(
+        data_root, TEST_SUBSETS)]
+  return TRAIN_SUBSETS, val_faces(data_root)
 
 
 def val_faces(data_root) -> List[str]:
@@ -327,7 +337,7 @@ def main(argv=None):
                  help="override the model's config.refine.weight_threshold "
                  "(tuning on --split val)")
   p.add_argument("--precision", default=None,
-                 choices=["auto", "float32", "bfloat16"],
+                 choices=list(model_lib.DTYPES),
                  help="compute dtype of our forward pass (default: the "
                  "model config's predict.precision)")
   p.add_argument("--out_json", default="",
@@ -340,12 +350,8 @@ def main(argv=None):
   machine = timing.machine()
 
   data_root = data_root_or_exit(args.data)
-  if args.split == "test_common":
-    subsets, only = TEST_SUBSETS, None
-    names = [rel for rel, _, _ in pts_io.find_faces(data_root, subsets)]
-  else:
-    subsets = TRAIN_SUBSETS
-    names = only = val_faces(data_root)
+  subsets, names = split_names(data_root, args.split)
+  only = None if args.split == "test_common" else names
   total = len(names)
   if args.max_faces is not None and args.max_faces < total:
     idx = np.unique(np.linspace(0, total - 1, args.max_faces).round()

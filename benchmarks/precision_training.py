@@ -54,11 +54,15 @@ def run_nme(workdir, data, gt):
   checkpoint, predicted in float32; and the run's compute dtype."""
   from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
   from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
-  ckpts = pathlib.Path(workdir) / "checkpoints"
-  steps = sorted(int(c.name) for c in ckpts.iterdir() if c.name.isdigit())
-  if not steps:
-    raise SystemExit(f"{ckpts}: no checkpoint")
-  bundle = inference.load_workdir(workdir, steps[-1])
+  from sgfan_jax import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  ckpt = ckpt_lib.Checkpointer(workdir, read_only=True)
+  try:
+    step = ckpt.latest_step()
+  finally:
+    ckpt.close()
+  if step is None:
+    raise SystemExit(f"{workdir}: no checkpoint")
+  bundle = inference.load_workdir(workdir, step)
   lm = landmarker.Landmarker(bundle, detector="none", precision="float32")
   res = compare_300w.run_ours(lm, data, "landmark", lm.batch_size)
   return ({k: predict_precision.nme_per_face(res[f"ours_{k}"]["points"], gt,

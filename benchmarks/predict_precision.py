@@ -47,14 +47,6 @@ PRECISIONS = ("float32", "bfloat16")
 OUT_SIDE = 128            # network output side (px)
 
 
-def split_faces(data_root, split):
-  if split == "val":
-    return compare_300w.val_faces(data_root)
-  from sgfan_jax import pts_io  # pylint: disable=g-import-not-at-top
-  return [rel for rel, _, _ in pts_io.find_faces(data_root,
-                                                 compare_300w.TEST_SUBSETS)]
-
-
 def predict_all(lm, data, batch):
   """refined / raw points [F, 68, 2] (image px), occluded flags [F, 68] and
   the image px per network-output px of each face's crop [F]."""
@@ -116,7 +108,7 @@ def main(argv=None):
   import sgfan_jax  # pylint: disable=g-import-not-at-top
 
   data_root = compare_300w.data_root_or_exit(args.data)
-  names = split_faces(data_root, args.split)[:args.max_faces]
+  names = compare_300w.split_names(data_root, args.split)[1][:args.max_faces]
   data = compare_300w.load_set(data_root, names, args.split)
   gt = np.stack([d["gt"] for d in data])
   print(f"{len(data)} faces of {args.split}", flush=True)

@@ -106,12 +106,7 @@ def main():
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--matmul_reps", type=int, default=8)
   parser.add_argument("--matmul_n", type=int, default=MATMUL_N)
-  parser.add_argument("--dtypes", default="float32",
-                      help="compute dtypes (config.model.dtype), e.g. "
-                      "float32,bfloat16")
-  parser.add_argument("--cpu_kernels", default="",
-                      help="bfloat16 CPU_KERNELS overrides, e.g. "
-                      "kxk=im2col,strided=im2col")
+  train_step.add_dtype_flags(parser)
   parser.add_argument("--out", default="")
   args = parser.parse_args()
   dtypes = args.dtypes.split(",")

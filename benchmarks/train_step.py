@@ -75,6 +75,16 @@ def synthetic_step(width, impl="auto", dtype="float32"):
       jax.random.PRNGKey(1))
 
 
+def add_dtype_flags(parser) -> None:
+  """--dtypes and --cpu_kernels (this script and benchmarks/roofline.py)."""
+  parser.add_argument("--dtypes", default="float32",
+                      help="compute dtypes (config.model.dtype), e.g. "
+                      "float32,bfloat16")
+  parser.add_argument("--cpu_kernels", default="",
+                      help="bfloat16 CPU_KERNELS overrides, e.g. "
+                      "kxk=im2col,strided=im2col")
+
+
 def parse_cpu_kernels(spec: str) -> dict:
   """'kxk=im2col,strided=xla' -> {'kxk': 'im2col', 'strided': 'xla'}."""
   from sgfan_jax import conv as conv_lib  # pylint: disable=g-import-not-at-top
@@ -133,12 +143,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--widths", default="64,128,256")
   parser.add_argument("--impls", default="xla,cpu")
-  parser.add_argument("--dtypes", default="float32",
-                      help="compute dtypes (config.model.dtype), e.g. "
-                      "float32,bfloat16")
-  parser.add_argument("--cpu_kernels", default="",
-                      help="bfloat16 CPU_KERNELS overrides, e.g. "
-                      "kxk=im2col,strided=im2col")
+  add_dtype_flags(parser)
   parser.add_argument("--reps", default=json.dumps(
       {"warmup": 1, "train": 3, "fwd1": 7}))
   parser.add_argument("--allocator", default="tuned",

@@ -97,7 +97,7 @@ def inference_spec(config: ml_collections.ConfigDict,
   )
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = model_lib.DTYPES
 # predict.precision='auto': the prediction compute dtype per backend, the
 # faster one where its landmarks stay within the tolerance of
 # tests/test_bf16.py (measured: BENCHMARKS.md, "bfloat16"). Backends without
@@ -114,12 +114,8 @@ def resolve_precision(precision: Optional[str],
     backend: jax backend name (None = ``jax.default_backend()``).
   """
   precision = "auto" if precision is None else str(precision)
-  if precision not in PRECISIONS:
-    raise ValueError(f"precision must be one of {PRECISIONS}, got "
-                     f"{precision!r}")
-  if precision != "auto":
-    return precision
-  return AUTO_PRECISION.get(backend or jax.default_backend(), "float32")
+  return model_lib.resolve_dtype(precision, backend, AUTO_PRECISION,
+                                 "precision").name
 
 
 def create_model(config: ml_collections.ConfigDict,

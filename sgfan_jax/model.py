@@ -43,17 +43,19 @@ DTYPES = ("auto", "float32", "bfloat16")
 AUTO_DTYPE = {"cpu": "bfloat16"}
 
 
-def resolve_dtype(dtype, backend=None):
+def resolve_dtype(dtype, backend=None, auto=None, what: str = "model.dtype"):
   """The compute dtype of ``dtype`` ('auto', a name or a numpy dtype).
 
-  'auto' is ``AUTO_DTYPE`` of ``backend`` (None = ``jax.default_backend()``),
-  float32 where it has no entry.
+  'auto' is the entry of ``backend`` (None = ``jax.default_backend()``) in
+  ``auto`` (None = ``AUTO_DTYPE``, the training table), float32 where it
+  has none. A name outside DTYPES raises ValueError naming ``what``.
   """
   if isinstance(dtype, str):
     if dtype == "auto":
-      dtype = AUTO_DTYPE.get(backend or jax.default_backend(), "float32")
+      table = AUTO_DTYPE if auto is None else auto
+      dtype = table.get(backend or jax.default_backend(), "float32")
     elif dtype not in DTYPES:
-      raise ValueError(f"model.dtype must be one of {DTYPES}, got {dtype!r}")
+      raise ValueError(f"{what} must be one of {DTYPES}, got {dtype!r}")
   return jnp.dtype(dtype)
 
 

@@ -23,8 +23,9 @@ of the backend, README "Speed").
 
 Writes, for an input ``DIR/sub/NAME.jpg`` found under a folder ``DIR``,
 ``OUT/sub/NAME.json`` (every face: box, box score, points, raw points,
-confidence, occluded; the model, the precision, the coordinate convention), ``OUT/sub/NAME_<k>.pts``
-(one 300-W file per face, 1-based, k = 1, 2, ...), ``OUT/sub/NAME.png`` (the
+confidence, occluded; the model, the precision, the coordinate
+convention), ``OUT/sub/NAME_<k>.pts`` (one 300-W file per face, 1-based,
+k = 1, 2, ...), ``OUT/sub/NAME.png`` (the
 overlay: green dots = visible points, red crosses = occluded points, yellow
 box) and, for the run, ``OUT/summary.csv`` (file, faces, status, reason).
 A bad file (not an image, empty, truncated), an unreadable folder or an
@@ -191,7 +192,7 @@ def boxes_for(path: str, table: Optional[Dict[str, list]],
 
 
 def write_outputs(out: str, stem: str, prepared, faces, source: str,
-                  model: str, precision: str = "float32") -> List[str]:
+                  model: str, precision: str) -> List[str]:
   """NAME.json, NAME_<k>.pts and NAME.png for one image; returns paths."""
   base = os.path.join(out, stem)
   os.makedirs(os.path.dirname(base) or ".", exist_ok=True)

@@ -25,6 +25,7 @@ import pytest
 
 from sgfan_jax import conv as conv_lib
 from sgfan_jax import model as model_lib
+from tests import network_grads
 
 BF16 = jnp.bfloat16
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -128,17 +129,7 @@ class _OldConv(nn.Module):
 _OldConv.__name__ = "Conv"        # same auto-names (Conv_0, ...) as Conv
 
 
-def _train_outputs(model, variables, x, cot):
-  """Outputs, updated BatchNorm statistics and parameter gradients of
-  ``sum(heatmaps * cot[0] + scores * cot[1])`` in train mode."""
-  def objective(params):
-    (h, s), upd = model.apply(
-        {"params": params, "batch_stats": variables["batch_stats"]}, x,
-        train=True, mutable=["batch_stats"])
-    return jnp.sum(h * cot[0]) + jnp.sum(s * cot[1]), (h, s, upd)
-  (_, aux), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
-      variables["params"])
-  return aux, grads
+_train_outputs = network_grads.train_outputs
 
 
 @pytest.mark.parametrize("impl", ["cpu", "xla"])

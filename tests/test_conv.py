@@ -15,6 +15,7 @@ import pytest
 
 from sgfan_jax import conv as conv_lib
 from sgfan_jax import model as model_lib
+from tests import network_grads
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -123,16 +124,7 @@ def test_sgfan_same_outputs_and_grads_for_both_impls():
   variables = models["xla"].init(jax.random.PRNGKey(7), x)
   cot = jax.random.normal(jax.random.PRNGKey(8), (2, 2, 32, 32, 5))
 
-  def run(model):
-    def objective(params):
-      (h, s), upd = model.apply(
-          {"params": params, "batch_stats": variables["batch_stats"]}, x,
-          train=True, mutable=["batch_stats"])
-      return jnp.sum(h * cot[0]) + jnp.sum(s * cot[1]), (h, s, upd)
-    (_, aux), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
-        variables["params"])
-    return aux, grads
-
+  run = lambda model: network_grads.train_outputs(model, variables, x, cot)
   (h_ref, s_ref, upd_ref), g_ref = run(models["xla"])
   (h_got, s_got, upd_got), g_got = run(models["cpu"])
   assert _rel_err(h_got, h_ref) < 1e-4
