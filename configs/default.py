@@ -112,6 +112,12 @@ def get_config():
 
   # ------------------------------------------------------------------- loss
   config.loss_lambda = 1.0                # Eq. 3 score-map weight lambda
+  # Recipe variants (sgfan_jax/losses.py; issue 18). Defaults = Eq. 3.
+  # 'mse' (Eq. 3) or 'awing' (Adaptive Wing, Wang et al. 2019).
+  config.heatmap_loss = "mse"
+  config.heatmap_fg_weight = 0.0          # MSE pixel weight 1 + w * target
+  # Divide each term by its targets' energy (the all-zero prediction's loss).
+  config.loss_normalize = False
   # Eq. 3 sums over pixels; divide by batch size so lr does not depend on it.
   config.loss_mean_over_batch = True
 
@@ -120,9 +126,17 @@ def get_config():
   config.num_epochs = 80
   # Steps override: > 0 trains exactly this many steps (tests, demos).
   config.num_train_steps = -1
-  config.learning_rate = 1e-4
+  # 'rmsprop' (the paper; PyTorch's rule, optim.py) or 'adamw'.
+  config.optimizer = "rmsprop"
+  config.learning_rate = 1e-4             # peak rate for 'cosine'
+  # 'step' (the paper: lr_drop_epochs / lr_drop_factor) or 'cosine' (linear
+  # warm-up over warmup_epochs, cosine decay to lr * lr_end_factor).
+  config.lr_schedule = "step"
   config.lr_drop_epochs = (20,)           # multiply lr by lr_drop_factor here
   config.lr_drop_factor = 0.5             # 1e-4 -> 5e-5 after 20 epochs
+  config.warmup_epochs = 0.0
+  config.lr_end_factor = 0.0
+  config.weight_decay = 0.0               # AdamW decoupled decay (kernels)
   # RMSProp as in PyTorch's torch.optim.RMSprop defaults (see optim.py).
   config.rmsprop_decay = 0.99
   config.rmsprop_eps = 1e-8
@@ -170,7 +184,9 @@ def get_config():
   # landmarker.py). Points with confidence < refine.weight_threshold are
   # reported as occluded.
   config.predict = ml_collections.ConfigDict()
-  config.predict.batch_size = 8           # faces per jitted forward (padded)
+  # Most faces per jitted forward pass; fewer faces are padded only up to the
+  # next power of two (1, 2, 4, 8), so one face costs a batch-1 pass.
+  config.predict.batch_size = 8
   # Compute dtype of the prediction forward pass (Landmarker, predict
   # --precision): 'float32', 'bfloat16' (the products in bfloat16 with float32
   # accumulation, see sgfan_jax/conv.py) or 'auto' = the measured choice of
@@ -189,6 +205,36 @@ def get_config():
   # Keep detections scoring above this (dlib's SVM margin; 0 = its default
   # operating point).
   config.predict.min_box_score = 0.0
+
+  # ------------------------------------------------------------------- video
+  # Landmarker.track and `predict clip.mp4` (sgfan_jax/tracking.py: tracking
+  # and the One Euro filter; sgfan_jax/video.py: reading and writing video).
+  config.video = ml_collections.ConfigDict()
+  # Run the detector on the first frame and then every this many frames (its
+  # boxes re-anchor the tracked faces and find new ones); in between each
+  # face is cropped from the tight box of its previous points. 1 = detect on
+  # every frame (no tracking); 0 = only when needed (no face, one lost).
+  config.video.detect_every = 30
+  # A face whose mean Eq. 1 confidence falls below this is looked for again
+  # on the next frame, and ends there if no detection overlaps it (faces in
+  # the shipped model's hands: 0.2-0.55 on 300-W test photos; a crop of
+  # background: < 0.1).
+  config.video.min_confidence = 0.2
+  # A detection and a track (or two tracks) overlapping by this IoU or more
+  # are the same face.
+  config.video.iou_threshold = 0.3
+  # A face with less than this fraction of its box inside the frame has left.
+  config.video.min_inside = 0.5
+  # One Euro filter (Casiez et al., CHI 2012) on each face's points, per
+  # coordinate (on by default; predict --nosmooth turns it off).
+  config.video.smooth = True
+  config.video.min_cutoff = 1.0           # Hz: cutoff at rest (lower = steadier)
+  # Cutoff rise per unit of speed, speed in face sizes per second (the face
+  # size: geometric mean of the landmark box sides): higher = less lag.
+  config.video.beta = 10.0
+  config.video.d_cutoff = 1.0             # Hz: cutoff of the speed estimate
+  # Frame rate assumed for frames without time stamps (arrays, PIL images).
+  config.video.default_fps = 30.0
 
   # ------------------------------------------------------------- checkpoints
   config.checkpoint = ml_collections.ConfigDict()

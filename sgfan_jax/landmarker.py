@@ -13,8 +13,10 @@ Each face box is turned into the model's face box (the tight landmark box
 it was trained with: ``box_map`` maps the detector's convention to it), cut
 out as in the TFDS builders (``crop.crop_image``: a square of
 ``crop_context`` times the box side), and every face of every image goes
-through one jitted :func:`inference.predict_crops` at a fixed batch
-(``predict.batch_size``, padded), so face counts never cause a recompile.
+through one jitted :func:`inference.predict_crops` in chunks of at most
+``predict.batch_size`` faces, each padded to the next of a few fixed sizes
+(1, 2, 4, ..., ``batch_size``): one face costs one face, and face counts
+cause at most that many compiles.
 Coordinates are 0-based ``(x, y)`` pixels of the original (EXIF-upright)
 image, pixel-centre convention (docs/DESIGN.md).
 """
@@ -23,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import (Any, Dict, Iterable, Iterator, List, Optional, Sequence,
+                    Union)
 
 import jax
 import numpy as np
@@ -59,6 +62,8 @@ class Face:
     box_score: detector score (None for boxes given by the caller).
     face_box: float32 ``[4]`` the box in the model's convention (the tight
       landmark box the crop is centred on).
+    face_id: the face's id through a video (:meth:`Landmarker.track`;
+      ``sgfan_jax/tracking.py``), None for photos.
   """
   points: np.ndarray
   raw_points: np.ndarray
@@ -67,10 +72,12 @@ class Face:
   box: np.ndarray
   box_score: Optional[float]
   face_box: np.ndarray
+  face_id: Optional[int] = None
 
   def to_dict(self) -> Dict[str, Any]:
-    """JSON-ready dict (lists, rounded)."""
-    return {
+    """JSON-ready dict (lists, rounded; ``face_id`` only when set)."""
+    out = {} if self.face_id is None else {"face_id": int(self.face_id)}
+    return out | {
         "box": np.round(self.box, 2).tolist(),
         "box_score": (None if self.box_score is None
                       else round(float(self.box_score), 4)),
@@ -104,7 +111,8 @@ class Landmarker:
     box_map: maps the detector's boxes (and ``box_format='detector'`` user
       boxes) to the model's box convention; None = the bundled map of the
       detector (of the default detector for detectors without one).
-    batch_size: faces per forward pass (None = ``predict.batch_size``).
+    batch_size: most faces per forward pass (None = ``predict.batch_size``);
+      fewer faces run at the next power of two (``batch_sizes_up_to``).
     refine: apply the score-guided refinement (Eq. 2) when the model has a
       shape dictionary.
     precision: compute dtype of the forward pass: 'float32', 'bfloat16' or
@@ -132,8 +140,7 @@ class Landmarker:
     self.crop_size = int(bundle.metadata["crop_size"])
     self.crop_context = float(bundle.metadata["crop_context"])
     self.batch_size = int(batch_size or pc.batch_size)
-    if self.batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    self.batch_sizes = batch_sizes_up_to(self.batch_size)
     self.dictionary = (ksvd.as_device(bundle.dictionary)
                        if refine and bundle.dictionary is not None else None)
     self.occluded_threshold = float(self.config.refine.weight_threshold)
@@ -240,6 +247,28 @@ class Landmarker:
     return self.detect_batch([image], None if boxes is None else [boxes],
                              box_format)[0]
 
+  def track(self, frames: Iterable[Any], **kwargs) -> Iterator[List[Face]]:
+    """Landmarks through a video: one ``Face`` list per frame, in order.
+
+    Detects on the first frame, then crops each face from its previous
+    points, detecting again every ``detect_every`` frames or when a face is
+    lost; every face gets a ``face_id`` that stays with it; points are
+    smoothed by the One Euro filter (``sgfan_jax/tracking.py``).
+
+    Args:
+      frames: any iterable of frames: uint8 ``[H, W, 3]`` arrays, PIL
+        images, or ``video.Frame`` objects (their ``time`` drives the
+        filter; otherwise frame ``i`` is at ``i / fps`` seconds).
+      **kwargs: ``tracking.FaceTracker`` settings (``detect_every``,
+        ``smooth``, ``min_confidence``, ``fps``, ...; default: the ``video``
+        field of the model's config).
+
+    Returns:
+      a generator of ``List[Face]`` (sorted by ``face_id``).
+    """
+    from sgfan_jax import tracking  # pylint: disable=g-import-not-at-top
+    return tracking.FaceTracker(self, **kwargs).track(frames)
+
   def detect_batch(self, images: Sequence[ImageLike],
                    boxes: Optional[Sequence[Any]] = None,
                    box_format: str = "detector") -> List[List[Face]]:
@@ -299,21 +328,50 @@ class Landmarker:
                     crop_to_image: np.ndarray) -> Dict[str, np.ndarray]:
     """Stored-convention crops ``[M, S, S, 3]`` -> numpy predictions.
 
-    Runs in fixed batches of ``batch_size`` (the last one zero-padded), so
-    the jitted function is traced once whatever ``M`` is.
+    Runs in chunks of at most ``batch_size`` faces; each chunk is padded up
+    to the smallest of ``self.batch_sizes`` (powers of two up to
+    ``batch_size``, and ``batch_size`` itself) that holds it. One face costs
+    a batch-1 forward pass, not ``batch_size`` of them, and the jitted
+    function is traced at most ``len(self.batch_sizes)`` times whatever
+    ``M`` is.
     """
     m = len(crops)
-    b = self.batch_size
     out = {}
-    for start in range(0, m, b):
-      chunk = crops[start:start + b]
-      mats = crop_to_image[start:start + b]
-      pad = b - len(chunk)
+    start = 0
+    while start < m:
+      n = min(m - start, self.batch_size)
+      b = pick_batch_size(n, self.batch_sizes)
+      chunk = crops[start:start + n]
+      mats = crop_to_image[start:start + n]
+      pad = b - n
       if pad:
         chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
                                                 chunk.dtype)])
         mats = np.concatenate([mats, np.repeat(mats[:1], pad, 0)])
       pred = self._predict(self.variables, chunk, mats, self.dictionary)
       for key, value in pred.items():
-        out.setdefault(key, []).append(np.asarray(value)[:b - pad])
+        out.setdefault(key, []).append(np.asarray(value)[:n])
+      start += n
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def batch_sizes_up_to(max_batch: int) -> tuple:
+  """The padded batch sizes used for at most ``max_batch`` faces: the powers
+  of two below it and ``max_batch`` itself (8 -> (1, 2, 4, 8); 6 -> (1, 2, 4,
+  6))."""
+  if max_batch < 1:
+    raise ValueError(f"batch_size must be >= 1, got {max_batch}")
+  sizes = [1]
+  while sizes[-1] * 2 < max_batch:
+    sizes.append(sizes[-1] * 2)
+  if sizes[-1] != max_batch:
+    sizes.append(max_batch)
+  return tuple(sizes)
+
+
+def pick_batch_size(n: int, sizes: Sequence[int]) -> int:
+  """The smallest of ``sizes`` (ascending) that holds ``n`` faces."""
+  for size in sizes:
+    if size >= n:
+      return size
+  raise ValueError(f"{n} faces exceed the largest batch {sizes[-1]}")

@@ -54,6 +54,9 @@ class StepSpec:
   sigma: float
   score_radius: int
   loss_lambda: float
+  heatmap_loss: str           # 'mse' (Eq. 3) | 'awing' (losses.py)
+  heatmap_fg_weight: float
+  loss_normalize: bool
   mean_over_batch: bool
   flip_perm: tuple
   aug: tuple                  # sorted (name, value) of config.augment
@@ -81,6 +84,9 @@ def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
       sigma=float(config.targets.sigma),
       score_radius=int(config.targets.score_radius),
       loss_lambda=float(config.loss_lambda),
+      heatmap_loss=str(config.heatmap_loss),
+      heatmap_fg_weight=float(config.heatmap_fg_weight),
+      loss_normalize=bool(config.loss_normalize),
       mean_over_batch=bool(config.loss_mean_over_batch),
       flip_perm=tuple(int(i) for i in layout.flip_permutation),
       aug=tuple(sorted(config.augment.to_dict().items())),
@@ -105,8 +111,12 @@ def _forward_loss(params, state, images, heat_gt, score_gt, spec):
   (heat, score), mutated = state.apply_fn(
       {"params": params, "batch_stats": state.batch_stats}, images,
       train=True, mutable=["batch_stats"])
-  terms = losses.sgfan_loss(heat, score, heat_gt, score_gt, spec.loss_lambda)
-  total = terms["total"].sum()
+  terms = losses.training_loss(
+      heat, score, heat_gt, score_gt, loss_lambda=spec.loss_lambda,
+      heatmap_loss=spec.heatmap_loss,
+      heatmap_fg_weight=spec.heatmap_fg_weight,
+      normalize=spec.loss_normalize)
+  total = terms["objective"].sum()
   if spec.mean_over_batch:
     total = total / images.shape[0]
   return total, (terms, mutated["batch_stats"])

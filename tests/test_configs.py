@@ -9,7 +9,8 @@ import pytest
 from configs import default
 from sgfan_jax import run
 
-CONFIGS = ("default", "face300w", "face300w_gpu", "cofw", "lite", "test")
+CONFIGS = ("default", "face300w", "face300w_gpu", "cofw", "lite", "test",
+           "search")
 
 
 def _flat(d, prefix=""):
