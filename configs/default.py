@@ -181,9 +181,17 @@ def get_config():
 
   # ------------------------------------------------------ prediction (photos)
   # sgfan_jax.Landmarker and `python -m sgfan_jax.predict` (inference.py,
-  # landmarker.py). Points with confidence < refine.weight_threshold are
-  # reported as occluded.
+  # landmarker.py).
   config.predict = ml_collections.ConfigDict()
+  # A point is reported occluded (face.occluded) when its Eq. 1 confidence is
+  # below this. Chosen per model on face300w:val and its occluded copy
+  # (scripts/calibrate_flags.py: the best F1 on the occluded copy among the
+  # thresholds that flag <= 10 % of clean val points) and stored in the
+  # model's config.json. None = refine.weight_threshold (models from before
+  # the calibration). Independent of the refinement, which re-estimates the
+  # points below refine.weight_threshold.
+  config.predict.occluded_threshold = ml_collections.config_dict.placeholder(
+      float)
   # Most faces per jitted forward pass; fewer faces are padded only up to the
   # next power of two (1, 2, 4, 8), so one face costs a batch-1 pass.
   config.predict.batch_size = 8
@@ -194,7 +202,9 @@ def get_config():
   # measured). Independent of model.dtype, the training compute dtype.
   config.predict.precision = "auto"
   # Face detector (sgfan_jax/detectors.py): 'dlib_hog' (dlib's HOG frontal
-  # detector, bundled in the dlib-bin wheel) or 'none' (the whole image is
+  # detector, bundled in the dlib-bin wheel), 'blazeface' / 'blazeface_short'
+  # (MediaPipe's full-range / short-range BlazeFace in Flax,
+  # sgfan_jax/blazeface.py) or 'none' (the whole image is
   # one face crop). Its boxes are mapped to the training box convention (the
   # tight landmark box) by sgfan_jax/data/<detector>_box_map.json.
   config.predict.detector = "dlib_hog"
@@ -205,6 +215,25 @@ def get_config():
   # Keep detections scoring above this (dlib's SVM margin; 0 = its default
   # operating point).
   config.predict.min_box_score = 0.0
+  # BlazeFace options (detectors 'blazeface', 'blazeface_short'; measured in
+  # benchmarks/results/detectors.md). Second pass on the photo padded to
+  # twice its size, merged by NMS: the full-range model under-scores faces
+  # that fill its input (close-up crops, occluded crops).
+  config.predict.blazeface_pad_pass = True
+  # Keep detections whose sigmoid score is at least this: MediaPipe's Python
+  # API default (min_detection_confidence = 0.5; its graphs use 0.6 for the
+  # full-range and 0.5 for the short-range model).
+  config.predict.blazeface_min_score = 0.5
+  # The padded pass's threshold: 0.5 finds the most close-up / occluded
+  # faces but lets half-size round objects through (coins.png: 5 false
+  # faces); 0.6 finds none of those and fewer faces
+  # (benchmarks/results/detectors.md). Section 2's landmark-confidence check
+  # is meant to drop such boxes.
+  config.predict.blazeface_pad_min_score = 0.5
+  # Weighted-NMS overlap (IoU above this joins a group; MediaPipe's 0.3),
+  # also used to merge the padded pass.
+  config.predict.blazeface_iou_threshold = 0.3
+  config.predict.blazeface_max_detections = 64  # faces kept per pass
 
   # ------------------------------------------------------------------- video
   # Landmarker.track and `predict clip.mp4` (sgfan_jax/tracking.py: tracking
@@ -225,14 +254,21 @@ def get_config():
   config.video.iou_threshold = 0.3
   # A face with less than this fraction of its box inside the frame has left.
   config.video.min_inside = 0.5
-  # One Euro filter (Casiez et al., CHI 2012) on each face's points, per
-  # coordinate (on by default; predict --nosmooth turns it off).
+  # Smoothing (on by default; predict --nosmooth turns it off): One Euro
+  # filters (Casiez et al., CHI 2012) on each face's shape (its points in
+  # its own frame) and pose (centre, scale, turn), tracking.FaceSmoother.
   config.video.smooth = True
-  config.video.min_cutoff = 1.0           # Hz: cutoff at rest (lower = steadier)
-  # Cutoff rise per unit of speed, speed in face sizes per second (the face
-  # size: geometric mean of the landmark box sides): higher = less lag.
+  # Shape filter: cutoff at rest in Hz (lower = steadier) and its rise per
+  # unit of speed (face sizes per second; the face size is the geometric
+  # mean of the landmark box sides; higher = less lag on fast expressions).
+  config.video.min_cutoff = 1.0
   config.video.beta = 10.0
-  config.video.d_cutoff = 1.0             # Hz: cutoff of the speed estimate
+  config.video.d_cutoff = 1.0             # Hz: cutoff of the speed estimates
+  # Pose filter: the pose is fitted from all points, so far less noisy; a
+  # fast filter keeps up with head motion (speed: face sizes per second for
+  # the centre, relative zoom / turn rate for scale and rotation).
+  config.video.pose_min_cutoff = 10.0
+  config.video.pose_beta = 100.0
   # Frame rate assumed for frames without time stamps (arrays, PIL images).
   config.video.default_fps = 30.0
 

@@ -26,18 +26,20 @@ from __future__ import annotations
 import dataclasses
 import os
 from typing import (Any, Dict, Iterable, Iterator, List, Optional, Sequence,
-                    Union)
+                    Tuple, Union)
 
 import jax
 import numpy as np
 from PIL import Image
 
 from sgfan_jax import box_map as box_map_lib
+from sgfan_jax import chips as chips_lib
 from sgfan_jax import crop
 from sgfan_jax import detectors as detectors_lib
 from sgfan_jax import inference
 from sgfan_jax import ksvd
 from sgfan_jax import layouts
+from sgfan_jax import pose as pose_lib
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "pretrained")
@@ -56,7 +58,10 @@ class Face:
       points the refinement keeps).
     raw_points: float32 ``[N, 2]`` heatmap decoding (Eq. 4).
     confidence: float32 ``[N]`` Eq. 1 confidence in [0, 1].
-    occluded: bool ``[N]``: confidence below ``refine.weight_threshold``.
+    occluded: bool ``[N]``: confidence below the model's flag threshold
+      (``Landmarker.occluded_threshold``: ``predict.occluded_threshold``,
+      chosen on validation faces so that few points of clean faces are
+      flagged; ``flag_threshold``).
     box: float32 ``[4]`` the face box as found or given, ``[x0, y0, x1, y1]``
       in its own convention (``box_format``).
     box_score: detector score (None for boxes given by the caller).
@@ -64,6 +69,8 @@ class Face:
       landmark box the crop is centred on).
     face_id: the face's id through a video (:meth:`Landmarker.track`;
       ``sgfan_jax/tracking.py``), None for photos.
+    layout: the points' layout name (``layouts.py``); None = the layout of
+      their count.
   """
   points: np.ndarray
   raw_points: np.ndarray
@@ -73,6 +80,31 @@ class Face:
   box_score: Optional[float]
   face_box: np.ndarray
   face_id: Optional[int] = None
+  layout: Optional[str] = None
+
+  @property
+  def layout_name(self) -> str:
+    return self.layout or layouts.get_layout(len(self.points)).name
+
+  @property
+  def pose(self) -> Tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees (``sgfan_jax/pose.py``: conventions,
+    the 3-D face and the fit), from ``points`` weighted by ``confidence``
+    (occluded points down-weighted). iBUG-68 layouts only
+    (``pose.PoseError`` otherwise)."""
+    return pose_lib.head_pose(self.points, self.confidence, self.occluded,
+                              self.layout_name)
+
+  def chip(self, image: ImageLike, size: int = chips_lib.DEFAULT_SIZE
+           ) -> np.ndarray:
+    """The face aligned onto the 112x112 five-point recognition template
+    (scaled to ``size``; ``sgfan_jax/chips.py``), from the refined
+    ``points``: uint8 RGB ``[size, size, 3]``. ``image``: the photo the face
+    was found in (path, PIL image or array)."""
+    if self.layout_name != layouts.IBUG_68.name:
+      raise chips_lib.ChipError(f"face chips need the 68 iBUG points, this "
+                                f"face has layout {self.layout_name!r}")
+    return chips_lib.face_chip(image, self.points, size)
 
   def to_dict(self) -> Dict[str, Any]:
     """JSON-ready dict (lists, rounded; ``face_id`` only when set)."""
@@ -86,7 +118,15 @@ class Face:
         "raw_points": np.round(self.raw_points, 3).tolist(),
         "confidence": np.round(self.confidence, 4).tolist(),
         "occluded": self.occluded.astype(bool).tolist(),
-    }
+    } | self._pose_dict()
+
+  def _pose_dict(self) -> Dict[str, Optional[float]]:
+    """``yaw``, ``pitch``, ``roll`` (degrees, 2 decimals; None for layouts
+    without a 3-D face)."""
+    if self.layout_name != layouts.IBUG_68.name:
+      return {"yaw": None, "pitch": None, "roll": None}
+    return dict(zip(("yaw", "pitch", "roll"),
+                    (round(a, 2) for a in self.pose)))
 
 
 @dataclasses.dataclass
@@ -119,13 +159,18 @@ class Landmarker:
       'auto' (the measured choice of the backend,
       ``inference.AUTO_PRECISION``); None = ``predict.precision`` of the
       model's config. The resolved dtype is ``self.precision``.
+    occluded_threshold: ``face.occluded`` = confidence below this; None =
+      ``predict.occluded_threshold`` of the model's config (chosen on
+      validation faces, ``scripts/calibrate_flags.py``), else
+      ``refine.weight_threshold``.
   """
 
   def __init__(self, bundle: inference.ModelBundle, *,
                detector: Any = None,
                box_map: Optional[box_map_lib.BoxMap] = None,
                batch_size: Optional[int] = None, refine: bool = True,
-               precision: Optional[str] = None):
+               precision: Optional[str] = None,
+               occluded_threshold: Optional[float] = None):
     self.bundle = bundle
     self.config = bundle.config
     pc = self.config.predict
@@ -143,16 +188,14 @@ class Landmarker:
     self.batch_sizes = batch_sizes_up_to(self.batch_size)
     self.dictionary = (ksvd.as_device(bundle.dictionary)
                        if refine and bundle.dictionary is not None else None)
-    self.occluded_threshold = float(self.config.refine.weight_threshold)
+    self.occluded_threshold = flag_threshold(self.config,
+                                             occluded_threshold)
     self._predict = inference.make_predict_fn(self.model, self.spec)
     if detector is None:
       detector = pc.detector
     if isinstance(detector, str):
       name = detector
-      detector = (detectors_lib.get_detector(
-          name, upsample=pc.detector_upsample,
-          max_side=pc.detector_max_side, adjust_threshold=pc.min_box_score)
-                  if name == "dlib_hog" else detectors_lib.get_detector(name))
+      detector = detectors_lib.detector_from_config(name, pc)
     self.detector = detector
     self.detector_name = getattr(detector, "name", type(detector).__name__)
     if box_map is None:
@@ -319,7 +362,7 @@ class Landmarker:
             points=preds["points"][k], raw_points=preds["raw_points"][k],
             confidence=conf, occluded=conf < self.occluded_threshold,
             box=np.asarray(box, np.float32), box_score=score,
-            face_box=np.asarray(fbox, np.float32)))
+            face_box=np.asarray(fbox, np.float32), layout=self.layout.name))
         k += 1
       results.append(faces)
     return results
@@ -353,6 +396,20 @@ class Landmarker:
         out.setdefault(key, []).append(np.asarray(value)[:n])
       start += n
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def flag_threshold(config, override: Optional[float] = None) -> float:
+  """The confidence below which a point is reported occluded: ``override``,
+  else ``config.predict.occluded_threshold``, else (models saved before it
+  existed) ``config.refine.weight_threshold``."""
+  for value in (override, config.predict.get("occluded_threshold"),
+                config.refine.weight_threshold):
+    if value is not None:
+      value = float(value)
+      if not 0.0 <= value <= 1.0:
+        raise ValueError(f"occluded_threshold must be in [0, 1], got {value}")
+      return value
+  raise ValueError("no occlusion threshold in the config")
 
 
 def batch_sizes_up_to(max_batch: int) -> tuple:

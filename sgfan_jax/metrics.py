@@ -422,3 +422,53 @@ def occlusion_pr_curve(weights, visible,
     ap = float("nan")
   return {"thresholds": t, "precision": precision, "recall": recall,
           "f1": f1, "average_precision": float(ap)}
+
+
+# ------------------------------------------------ occlusion-flag threshold
+
+# Thresholds swept when a model's flag threshold is chosen
+# (scripts/calibrate_flags.py; predict.occluded_threshold).
+FLAG_THRESHOLDS = tuple(np.round(np.arange(0.02, 0.701, 0.01), 2))
+
+
+def flag_threshold_sweep(clean_conf, occ_conf, occ_mask,
+                         thresholds=FLAG_THRESHOLDS):
+  """Occlusion flags ``confidence < t`` for each threshold ``t``.
+
+  Args:
+    clean_conf: ``[F, N]`` confidences of faces with every point visible.
+    occ_conf: ``[F', N]`` confidences of occluded faces.
+    occ_mask: bool ``[F', N]``, True = the point is under an occluder.
+    thresholds: the ``t`` to try.
+
+  Returns:
+    rows ``(t, clean_rate, precision, recall, f1)``: the fraction of clean
+    points flagged, and the flags' precision / recall / F1 on the occluded
+    faces, pooled over points (precision NaN and F1 0 when nothing is
+    flagged).
+  """
+  clean_conf = np.asarray(clean_conf)
+  occ_conf = np.asarray(occ_conf)
+  occ_mask = np.asarray(occ_mask, bool)
+  rows = []
+  for t in thresholds:
+    flag = occ_conf < t
+    tp = float((flag & occ_mask).sum())
+    n_flag = float(flag.sum())
+    precision = tp / n_flag if n_flag else float("nan")
+    recall = tp / max(float(occ_mask.sum()), 1.0)
+    f1 = (2 * precision * recall / (precision + recall)
+          if n_flag and precision + recall > 0 else 0.0)
+    rows.append((float(t), float((clean_conf < t).mean()), precision,
+                 recall, f1))
+  return rows
+
+
+def choose_flag_threshold(rows, max_clean_rate: float):
+  """The ``flag_threshold_sweep`` row with the best F1 among those flagging
+  at most ``max_clean_rate`` of the clean points (ties: the lower t)."""
+  ok = [r for r in rows if r[1] <= max_clean_rate]
+  if not ok:
+    raise ValueError(f"no threshold flags <= {max_clean_rate:.0%} of the "
+                     "clean points")
+  return max(ok, key=lambda r: (r[4], -r[0]))

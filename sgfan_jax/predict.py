@@ -23,14 +23,29 @@ of the backend, README "Speed").
 
 Writes, for an input ``DIR/sub/NAME.jpg`` found under a folder ``DIR``,
 ``OUT/sub/NAME.json`` (every face: box, box score, points, raw points,
-confidence, occluded; the model, the precision, the coordinate
-convention), ``OUT/sub/NAME_<k>.pts`` (one 300-W file per face, 1-based,
+confidence, occluded, head pose yaw/pitch/roll in degrees (sgfan_jax/pose.py);
+the model, the precision, the coordinate convention), ``OUT/sub/NAME_<k>.pts`` (one 300-W file per face, 1-based,
 k = 1, 2, ...), ``OUT/sub/NAME.png`` (the
 overlay: green dots = visible points, red crosses = occluded points, yellow
-box) and, for the run, ``OUT/summary.csv`` (file, faces, status, reason).
+box), with ``--chips SIZE`` also ``OUT/sub/NAME_<k>_chip.png`` (each face
+aligned onto the five-point recognition template, ``SIZE x SIZE``;
+sgfan_jax/chips.py; images only) and, for the run, ``OUT/summary.csv``
+(file, faces, status, reason).
 A bad file (not an image, empty, truncated), an unreadable folder or an
 image without a face gets one summary line with the reason and the run goes
 on; the exit code is 1 if any input failed, else 0.
+
+VIDEO (mp4/mov/avi/mkv/webm/m4v, also found in folders; mixed with images
+is fine): the faces are tracked (``Landmarker.track``, sgfan_jax/tracking.py:
+detection on the first frame and every ``--detect_every`` frames, crops
+from the previous points in between, ids kept by overlap, One Euro
+smoothing unless ``--nosmooth``) and written as ``OUT/NAME.jsonl`` (one line
+per frame), ``OUT/NAME.npz`` (arrays) and, unless ``--nooverlay``,
+``OUT/NAME_overlay.mp4`` (sgfan_jax/video.py), with a frames/s progress bar;
+its summary line counts face ids. A video that breaks part way (truncated,
+damaged) keeps the frames before the damage (status ``truncated``).
+
+  sgfan-jax predict clip.mp4 --out preds/ --detect_every=10 --nosmooth
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from absl import app
 from absl import flags
 import numpy as np
+from PIL import Image
 import tqdm
 
 from sgfan_jax import crop
@@ -53,6 +69,7 @@ from sgfan_jax import inference
 from sgfan_jax import logs
 from sgfan_jax import landmarker as landmarker_lib
 from sgfan_jax import pts_io
+from sgfan_jax import video as video_lib
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm",
                     ".webp", ".tif", ".tiff")
@@ -81,9 +98,9 @@ def define_flags() -> None:
   flags.DEFINE_enum("box_format", "detector", list(landmarker_lib.BOX_FORMATS),
                     "Convention of --box/--boxes: the detector's or the tight "
                     "landmark box.")
-  flags.DEFINE_string("detector", None, "Face detector: dlib_hog or none "
-                      "(whole image = one face); default: the model config's "
-                      "predict.detector.")
+  flags.DEFINE_string("detector", None, "Face detector: dlib_hog, "
+                      "blazeface, blazeface_short or none (whole image = one "
+                      "face); default: the model config's predict.detector.")
   flags.DEFINE_integer("batch_size", None, "Faces per forward pass (default: "
                        "the model config's predict.batch_size).")
   flags.DEFINE_enum("precision", None, list(inference.PRECISIONS),
@@ -91,6 +108,16 @@ def define_flags() -> None:
                     "config's predict.precision; auto = the measured choice "
                     "of the backend).")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.DEFINE_integer("chips", 0, "Write NAME_<k>_chip.png: each face "
+                       "aligned onto the 112x112 five-point recognition "
+                       "template scaled to this side (0 = off; images only).")
+  flags.DEFINE_integer("detect_every", None, "Video: run the face detector "
+                       "every N frames (1 = every frame, no tracking; 0 = "
+                       "only when a face is lost); default: the model "
+                       "config's video.detect_every.")
+  flags.DEFINE_bool("smooth", None, "Video: One Euro smoothing of the points "
+                    "(default: the model config's video.smooth, on).")
+  flags.DEFINE_bool("overlay", True, "Video: write NAME_overlay.mp4.")
 
 
 class InputError(ValueError):
@@ -120,7 +147,8 @@ def find_images(inputs: Sequence[str]) -> Iterator[Tuple[str, str, str]]:
       for root, dirs, files in os.walk(item, onerror=errors.append):
         dirs.sort()
         for name in sorted(files):
-          if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+          if os.path.splitext(name)[1].lower() in (
+              IMAGE_EXTENSIONS + video_lib.VIDEO_EXTENSIONS):
             found.append(os.path.join(root, name))
       for e in errors:
         yield (getattr(e, "filename", None) or item, "",
@@ -192,8 +220,9 @@ def boxes_for(path: str, table: Optional[Dict[str, list]],
 
 
 def write_outputs(out: str, stem: str, prepared, faces, source: str,
-                  model: str, precision: str) -> List[str]:
-  """NAME.json, NAME_<k>.pts and NAME.png for one image; returns paths."""
+                  model: str, precision: str, chips: int = 0) -> List[str]:
+  """NAME.json, NAME_<k>.pts, NAME.png and (``chips`` > 0) NAME_<k>_chip.png
+  for one image; returns paths."""
   base = os.path.join(out, stem)
   os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
   written = []
@@ -213,15 +242,26 @@ def write_outputs(out: str, stem: str, prepared, faces, source: str,
   with open(base + ".json", "w") as f:
     json.dump(record, f)
   drawing.face_overlay(prepared.image, faces).save(base + ".png")
-  return [base + ".json"] + written + [base + ".png"]
+  written.append(base + ".png")
+  for k, face in enumerate(faces, 1):
+    if chips:
+      chip_path = f"{base}_{k}_chip.png"
+      Image.fromarray(face.chip(prepared.image, chips)).save(chip_path)
+      written.append(chip_path)
+  return [base + ".json"] + written
 
 
 def predict_paths(lm: landmarker_lib.Landmarker, inputs: Sequence[str],
                   out: str, box: Optional[List[float]] = None,
                   boxes: Optional[Dict[str, list]] = None,
                   box_format: str = "detector",
-                  progress: bool = True) -> List[Dict[str, str]]:
-  """Runs ``lm`` over image files/folders; returns the summary rows."""
+                  progress: bool = True,
+                  video_options: Optional[Dict] = None,
+                  chips: int = 0) -> List[Dict[str, str]]:
+  """Runs ``lm`` over image and video files/folders; returns the summary
+  rows. ``video_options``: ``overlay_video`` and ``tracking.FaceTracker``
+  settings for videos (``video.predict_video``). ``chips``: side of the
+  aligned face chips written per image face (0 = none)."""
   os.makedirs(out, exist_ok=True)
   rows: List[Dict[str, str]] = []
   pending: List[tuple] = []       # (path, stem, prepared)
@@ -235,7 +275,7 @@ def predict_paths(lm: landmarker_lib.Landmarker, inputs: Sequence[str],
     for (path, stem, prepared), faces in zip(pending, results):
       try:
         written = write_outputs(out, stem, prepared, faces, path,
-                                lm.bundle.source, lm.precision)
+                                lm.bundle.source, lm.precision, chips)
       except OSError as e:
         rows.append(_row(path, len(faces), "error",
                          f"cannot write outputs: {e}"))
@@ -249,6 +289,10 @@ def predict_paths(lm: landmarker_lib.Landmarker, inputs: Sequence[str],
   for path, stem, error in bar:
     if error:
       rows.append(_row(path, 0, "error", error))
+      continue
+    if video_lib.is_video(path):
+      rows.append(video_row(lm, path, os.path.join(out, stem), progress,
+                            video_options or {}))
       continue
     try:
       prepared = lm.prepare(path, boxes_for(path, boxes, box), box_format)
@@ -268,6 +312,29 @@ def predict_paths(lm: landmarker_lib.Landmarker, inputs: Sequence[str],
     writer.writeheader()
     writer.writerows(rows)
   return rows
+
+
+def video_row(lm, path: str, base: str, progress: bool,
+              options: Dict) -> Dict[str, str]:
+  """Tracks one video (``video.predict_video``); its summary row (faces =
+  face ids)."""
+  try:
+    result = video_lib.predict_video(lm, path, base, progress=progress,
+                                     model=lm.bundle.source,
+                                     precision=lm.precision, **options)
+  except (crop.DataError, ImportError) as e:
+    return _row(path, 0, "error", str(e))
+  except OSError as e:
+    return _row(path, 0, "error", f"cannot write outputs: {e}")
+  if result.error:
+    return _row(path, result.face_ids, "truncated" if result.frames else
+                "error", f"{result.error}; the {result.frames} frames "
+                "before it are kept" if result.frames else result.error,
+                result.outputs if result.frames else ())
+  if not result.face_ids:
+    return _row(path, 0, "no_face", f"no face in {result.frames} frames",
+                result.outputs)
+  return _row(path, result.face_ids, "ok", "", result.outputs)
 
 
 def _row(path, faces, status, reason, outputs=()):
@@ -298,14 +365,26 @@ def run_command(inputs: Sequence[str]) -> int:
   try:
     box = parse_box(FLAGS.box) if FLAGS.box else None
     table = read_boxes(FLAGS.boxes) if FLAGS.boxes else None
+    if FLAGS.chips < 0:
+      raise InputError(f"--chips must be >= 0 (0 = no chips), got "
+                       f"{FLAGS.chips}")
     lm = load_landmarker(FLAGS.workdir, FLAGS.model, FLAGS.detector,
                          FLAGS.batch_size, FLAGS.precision)
   except (InputError, inference.ModelFileError, ImportError,
           ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  video_options = {"overlay_video": FLAGS.overlay}
+  if FLAGS.detect_every is not None:
+    if FLAGS.detect_every < 0:
+      print(f"error: --detect_every must be >= 0, got {FLAGS.detect_every}",
+            file=sys.stderr)
+      return 2
+    video_options["detect_every"] = FLAGS.detect_every
+  if FLAGS.smooth is not None:
+    video_options["smooth"] = FLAGS.smooth
   rows = predict_paths(lm, inputs, FLAGS.out, box, table, FLAGS.box_format,
-                       FLAGS.progress)
+                       FLAGS.progress, video_options, FLAGS.chips)
   failed = [r for r in rows if r["status"] != "ok"]
   faces = sum(int(r["faces"]) for r in rows)
   print(f"{len(rows) - len(failed)} of {len(rows)} images with faces, "

@@ -343,3 +343,22 @@ def test_real_annotations_eye_geometry(shared_data):
            / metrics.normalizing_distance(gt, "inter_ocular"))
   assert 0.65 < np.median(ratio) < 0.85
   assert np.all(ratio < 1.0)
+
+
+def test_flag_threshold_sweep_hand_computed():
+  from sgfan_jax import metrics as m  # pylint: disable=g-import-not-at-top
+  clean = np.array([[0.9, 0.8, 0.3, 0.6]])            # 1 face, 4 points
+  occ = np.array([[0.1, 0.2, 0.7, 0.45], [0.35, 0.9, 0.05, 0.6]])
+  mask = np.array([[True, True, False, False], [True, False, True, False]])
+  rows = m.flag_threshold_sweep(clean, occ, mask, [0.25, 0.4, 0.5])
+  # t=0.25: clean flags none; occ flags 0.1, 0.2, 0.05 (all occluded): P 1,
+  #   R 3/4.  t=0.4: clean flags 0.3 (1/4); occ adds 0.35 (occluded): P 1,
+  #   R 1.  t=0.5: occ adds 0.45 (visible): P 4/5, R 1.
+  expect = [(0.25, 0.0, 1.0, 0.75, 2 * 0.75 / 1.75),
+            (0.4, 0.25, 1.0, 1.0, 1.0),
+            (0.5, 0.25, 0.8, 1.0, 2 * 0.8 / 1.8)]
+  np.testing.assert_allclose(np.array(rows), np.array(expect), rtol=1e-9)
+  assert m.choose_flag_threshold(rows, 0.3)[0] == 0.4
+  assert m.choose_flag_threshold(rows, 0.1)[0] == 0.25
+  with pytest.raises(ValueError, match="no threshold"):
+    m.choose_flag_threshold(rows[1:], 0.1)

@@ -31,7 +31,7 @@ from tests import photo_fixtures as pf
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = pathlib.Path(sys.executable).parent / "sgfan-jax"
 FACE_KEYS = {"box", "box_score", "face_box", "points", "raw_points",
-             "confidence", "occluded"}
+             "confidence", "occluded", "yaw", "pitch", "roll"}
 
 
 def _tree(root: pathlib.Path):
@@ -94,7 +94,7 @@ def commands(files, tmp_path_factory):
       "console": _start([str(CONSOLE_SCRIPT), "predict", str(files["crop"]),
                          "--out", str(out / "console"), "--model", model,
                          "--detector=none", "--precision=bfloat16",
-                         "--progress=false"],
+                         "--chips=64", "--progress=false"],
                         out / "console"),
       "bad_boxes": _start([sys.executable, "-m", "sgfan_jax.predict",
                            str(files["single"]), "--boxes", str(bad_boxes),
@@ -397,6 +397,10 @@ def test_console_script_all_good(commands, files):
   assert record["faces"][0]["box"] == [-0.5, -0.5, w - 0.5, h - 0.5]
   assert (out / "crop_1.pts").exists() and (out / "crop.png").exists()
   assert _read_summary(out)[str(files["crop"])]["status"] == "ok"
+  with Image.open(out / "crop_1_chip.png") as im:      # --chips=64
+    assert im.size == (64, 64) and im.mode == "RGB"
+  assert str(out / "crop_1_chip.png") in _read_summary(out)[str(
+      files["crop"])]["outputs"].split(";")
 
 
 def test_command_malformed_boxes_file_exit_2(commands):
