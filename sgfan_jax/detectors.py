@@ -26,9 +26,20 @@ Implementations:
   ``s`` maps back with ``x -> (x + 0.5) / s - 0.5`` (DESIGN.md's resize rule).
 * ``WholeImageDetector``: one box covering the whole image, score 1
   (detector name ``'none'``: for images that are already face crops).
+* ``BlazeFaceDetector``: MediaPipe's BlazeFace ported to Flax
+  (``sgfan_jax/blazeface.py``; jitted, any JAX backend, no dlib): names
+  ``'blazeface'`` (full-range model, photo letterboxed into 192x192) and
+  ``'blazeface_short'`` (short-range model, 128x128). Boxes are the model's
+  square-ish face boxes (brows to chin, cheek to cheek) in the convention
+  above; ``detect_with_keypoints`` also gives its six keypoints
+  (``blazeface.KEYPOINT_NAMES``). ``pad_pass=True`` also runs the photo
+  padded to twice its size (so a face filling the frame looks half as
+  big; the full-range model under-scores faces that fill its input) in the
+  same batch and merges the two passes by NMS.
 
-``get_detector(name)`` builds one by name: ``'dlib_hog'`` (default) or
-``'none'``.
+``get_detector(name)`` builds one by name: ``'dlib_hog'`` (default),
+``'blazeface'``, ``'blazeface_short'`` or ``'none'``;
+``detector_from_config(name, config.predict)`` with the config's options.
 """
 
 from __future__ import annotations
@@ -38,7 +49,10 @@ from typing import Optional, Tuple
 import numpy as np
 from PIL import Image
 
-DETECTOR_NAMES = ("dlib_hog", "none")
+DETECTOR_NAMES = ("dlib_hog", "blazeface", "blazeface_short", "none")
+# Detector name -> BlazeFace model (sgfan_jax/blazeface.py).
+BLAZEFACE_MODELS = {"blazeface": "full_range",
+                    "blazeface_short": "short_range"}
 DEFAULT_DETECTOR = "dlib_hog"
 
 _DLIB_MISSING = ("the dlib face detector needs the 'dlib' package, which is "
@@ -169,16 +183,108 @@ class DlibHOGDetector:
     return boxes[order].astype(np.float32), scores[order].astype(np.float32)
 
 
+class BlazeFaceDetector:
+  """MediaPipe's BlazeFace face detector (Flax port, ``blazeface.py``).
+
+  Args:
+    model: 'full_range' (detector name 'blazeface') or 'short_range'
+      ('blazeface_short').
+    pad_pass: also detect on the image padded to twice its size (one batch
+      of two letterboxed inputs) and merge both passes by greedy NMS (the
+      higher score wins an overlap above ``iou_threshold``).
+    min_score: keep detections scoring at least this (sigmoid score).
+    pad_min_score: the padded pass's own threshold (None = ``min_score``);
+      a higher one trades recall on close-up faces for fewer false faces
+      (half-size round objects, e.g. coins, score up to ~0.6 there).
+    iou_threshold: MediaPipe's weighted-NMS threshold, also used to merge
+      the passes.
+    max_detections: faces kept per pass.
+  """
+
+  def __init__(self, model: str = "full_range", pad_pass: bool = False,
+               min_score: float = 0.5, iou_threshold: float = 0.3,
+               max_detections: int = 64,
+               pad_min_score: Optional[float] = None):
+    from sgfan_jax import blazeface  # pylint: disable=g-import-not-at-top
+    self._bf = blazeface
+    self.model = blazeface.BlazeFace(model, min_score=min_score,
+                                     iou_threshold=iou_threshold,
+                                     max_detections=max_detections)
+    self.name = {v: k for k, v in BLAZEFACE_MODELS.items()}[model]
+    self.pad_pass = bool(pad_pass)
+    self.pad_min_score = float(min_score if pad_min_score is None
+                               else pad_min_score)
+    self.keypoint_names = blazeface.KEYPOINT_NAMES
+
+  def __repr__(self):
+    return (f"BlazeFaceDetector({self.model.model!r}, pad_pass="
+            f"{self.pad_pass}, min_score={self.model.min_score}, "
+            f"pad_min_score={self.pad_min_score}, "
+            f"iou_threshold={self.model.iou_threshold}, max_detections="
+            f"{self.model.max_detections})")
+
+  def detect_with_keypoints(self, image
+                            ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(boxes [K, 4], scores [K], keypoints [K, 6, 2])`` float32, image
+    pixel-centre coordinates, best first; keypoints in
+    ``blazeface.KEYPOINT_NAMES`` order (the subject's right eye first)."""
+    image = check_image(image)
+    zooms = (1.0, 0.5) if self.pad_pass else (1.0,)
+    passes = self.model.detect(image, zooms)
+    if self.pad_pass:
+      keep = passes[1][1] >= self.pad_min_score
+      passes[1] = tuple(a[keep] for a in passes[1])
+    boxes = np.concatenate([p[0] for p in passes])
+    scores = np.concatenate([p[1] for p in passes])
+    kps = np.concatenate([p[2] for p in passes])
+    if self.pad_pass:
+      keep = self._bf.hard_nms(boxes, scores, self.model.iou_threshold)
+    else:
+      keep = np.argsort(-scores, kind="stable")
+    return (boxes[keep].astype(np.float32).reshape(-1, 4),
+            scores[keep].astype(np.float32),
+            kps[keep].astype(np.float32).reshape(-1, 6, 2))
+
+  def detect(self, image) -> Tuple[np.ndarray, np.ndarray]:
+    boxes, scores, _ = self.detect_with_keypoints(image)
+    return boxes, scores
+
+
+def detector_from_config(name: Optional[str], predict_config):
+  """A detector by name with the options of ``config.predict``
+  (``detector_upsample``, ``detector_max_side``, ``min_box_score`` for
+  dlib; ``blazeface_*`` for BlazeFace)."""
+  pc = predict_config
+  if name is None:
+    name = pc.detector
+  if name == "dlib_hog":
+    return get_detector(name, upsample=pc.detector_upsample,
+                        max_side=pc.detector_max_side,
+                        adjust_threshold=pc.min_box_score)
+  if name in BLAZEFACE_MODELS:
+    return get_detector(name, pad_pass=bool(pc.blazeface_pad_pass),
+                        min_score=float(pc.blazeface_min_score),
+                        iou_threshold=float(pc.blazeface_iou_threshold),
+                        max_detections=int(pc.blazeface_max_detections),
+                        pad_min_score=float(pc.blazeface_pad_min_score))
+  return get_detector(name)
+
+
 def get_detector(name: Optional[str] = DEFAULT_DETECTOR, **kwargs):
-  """Builds a detector by name: 'dlib_hog' (default) or 'none'.
+  """Builds a detector by name: 'dlib_hog' (default), 'blazeface',
+  'blazeface_short' or 'none'.
 
   ``kwargs`` go to the detector's constructor (``DlibHOGDetector``'s
-  ``upsample``, ``max_side``, ``adjust_threshold``).
+  ``upsample``, ``max_side``, ``adjust_threshold``; ``BlazeFaceDetector``'s
+  ``pad_pass``, ``min_score``, ``pad_min_score``, ``iou_threshold``,
+  ``max_detections``).
   """
   if name is None:
     name = DEFAULT_DETECTOR
   if name == "dlib_hog":
     return DlibHOGDetector(**kwargs)
+  if name in BLAZEFACE_MODELS:
+    return BlazeFaceDetector(BLAZEFACE_MODELS[name], **kwargs)
   if name == "none":
     if kwargs:
       raise TypeError(f"detector 'none' takes no options, got {sorted(kwargs)}")

@@ -89,7 +89,8 @@ def test_get_detector_names():
   assert isinstance(detectors.get_detector(), detectors.DlibHOGDetector)
   assert isinstance(detectors.get_detector("dlib_hog", upsample=0),
                     detectors.DlibHOGDetector)
-  with pytest.raises(ValueError, match="'dlib_hog', 'none'"):
+  with pytest.raises(ValueError, match="'dlib_hog', 'blazeface', "
+                     "'blazeface_short', 'none'"):
     detectors.get_detector("mtcnn")
 
 
