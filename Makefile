@@ -1,6 +1,7 @@
 # sgfan-jax: the two front-door commands.
 #   make test  - create .venv from requirements.txt (once) and run the tests
-#   make demo  - create .venv, build the bundled sample, train, evaluate, report
+#   make demo  - create .venv; the shipped model on the bundled sample (NME,
+#                overlays), then a one-minute training demonstration
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

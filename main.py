@@ -20,7 +20,7 @@ config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and reports go.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
-                  "first (one process per host; see README).")
+                  "first (one process per host; see docs/USAGE.md).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

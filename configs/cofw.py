@@ -6,7 +6,7 @@
 
 Expected (paper Sec. 4.4, COFW-68, inter-ocular NME): baseline 6.29% ->
 5.78% with score-guided refinement; success rate (NME <= 10%) 94.67% ->
-97.83%. Needs the face300w and cofw datasets built (README, "Datasets").
+97.83%. Needs the face300w and cofw datasets built (docs/USAGE.md, "Datasets").
 """
 
 from configs import default

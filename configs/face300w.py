@@ -10,7 +10,7 @@ common (HELEN test + LFPW test), challenging (iBUG) and full.
 
 Expected (paper Table 1, inter-pupil NME %): common 4.16, challenging 7.54,
 full 4.78. Training needs a GPU (about 25k steps); build the dataset first
-(README, "Datasets").
+(docs/USAGE.md, "Datasets").
 """
 
 from configs import default
