@@ -77,6 +77,10 @@ def candidates(pc) -> Dict[str, object]:
           "blazeface", pad_pass=True, **opts),
       "full-range + padded pass (its min score 0.6)": detectors.get_detector(
           "blazeface", pad_pass=True, pad_min_score=0.6, **opts),
+      "full-range + short-range pass": detectors.get_detector(
+          "blazeface", pad_pass=False, short_pass=True, **opts),
+      "full-range + padded + short-range pass": detectors.get_detector(
+          "blazeface", pad_pass=True, short_pass=True, **opts),
   }
 
 
@@ -177,6 +181,8 @@ def main(argv=None):
                   help="evenly sub-sample the 554 faces (quick runs)")
   ap.add_argument("--no_multi", action="store_true",
                   help="skip the afw multi-face photos")
+  ap.add_argument("--only", nargs="*", default=None,
+                  help="run only the candidates with these names (exact)")
   ap.add_argument("--out_md", default=str(REPO / "benchmarks/results/"
                                           "detectors.md"))
   args = ap.parse_args(argv)
@@ -212,6 +218,8 @@ def main(argv=None):
   pc = default_config.get_config().predict
   results = {}
   for name, det in candidates(pc).items():
+    if args.only is not None and name not in args.only:
+      continue
     warm = np.asarray(crop.load_image_rgb(sets["clean"][0]["path"]))
     det.detect(warm)
     det.detect(warm)

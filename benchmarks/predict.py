@@ -275,6 +275,12 @@ def worker(args):
   out["step"] = lm8.bundle.metadata.get("step")
   out["detector"] = repr(lm8.detector)
   predictor = compare_300w.DlibPredictor()
+  from sgfan_jax import detectors  # pylint: disable=g-import-not-at-top
+  # dlib's own pipeline: its HOG detector (predict's dlib settings) and its
+  # 68-point predictor, whatever detector ours ships with.
+  dlib_detector = detectors.detector_from_config("dlib_hog",
+                                                 lm8.config.predict)
+  out["dlib_detector"] = repr(dlib_detector)
   out["dlib_model"] = os.path.basename(predictor.model_path)
 
   # Warm-up: compile each batch size, warm PIL / dlib / the PNG writer.
@@ -285,7 +291,7 @@ def worker(args):
     lm.predict_crops(crops, mats)
     out[f"compile_s_b{b}"] = time.perf_counter() - t0
     pass_command(lm, warm, os.path.join(tmp, f"warm_b{b}"))
-  pass_dlib(lm8.detector, predictor, warm)
+  pass_dlib(dlib_detector, predictor, warm)
 
   # The batch sizes alternate in order from pass to pass, so a drift of
   # the machine's load hits both alike.
@@ -300,7 +306,7 @@ def worker(args):
             if kind == "command" else pass_no_write(lm, paths))
       turn += 1
     log(f"{name}: dlib")
-    results[f"{name}/dlib/-"] = pass_dlib(lm8.detector, predictor, paths)
+    results[f"{name}/dlib/-"] = pass_dlib(dlib_detector, predictor, paths)
   out["results"] = results
 
   log("network only")
@@ -312,6 +318,28 @@ def worker(args):
                              args.net_warmup, args.net_repeats)
     net[b] = {"ms_call": 1e3 * sec, "ms_face": 1e3 * sec / b}
   out["network"] = net
+
+  # One face through the API: lm.detect(photo) per photo (the commonest
+  # use) vs its parts measured alone on the same photos: decode + detection
+  # and the batch-1 network.
+  log("single-face detect() calls")
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from sgfan_jax import crop  # pylint: disable=g-import-not-at-top
+  single = photos[:args.single_photos]
+  arrays = [np.asarray(crop.load_photo(p)) for p in single]
+  lm8.detect(arrays[0])
+  calls, dets = [], []
+  for image in arrays:
+    t = time.perf_counter()
+    lm8.detect(image)
+    calls.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    lm8.detector.detect(image)
+    dets.append(time.perf_counter() - t)
+  out["single"] = {"photos": len(single),
+                   "detect_ms": 1e3 * statistics.median(calls),
+                   "detector_ms": 1e3 * statistics.median(dets),
+                   "network_b1_ms": net[1]["ms_call"]}
   return out
 
 
@@ -367,6 +395,15 @@ def tables(r):
                f"over {v['faces']} faces) | 1 | "
                f"{v['predictor_ms_median']:.2f} | "
                f"{v['predictor_ms_median']:.2f} |")
+  if "single" in r:
+    v = r["single"]
+    base = v["detector_ms"] + v["network_b1_ms"]
+    net.append(f"\nOne face through the API: `Landmarker.detect(image)` "
+               f"on {v['photos']} single-face photos, median "
+               f"{v['detect_ms']:.1f} ms per call; its detection alone "
+               f"{v['detector_ms']:.1f} ms + the batch-1 network "
+               f"{v['network_b1_ms']:.1f} ms = {base:.1f} ms; ratio "
+               f"{v['detect_ms'] / base:.2f} (target <= 1.3).")
   return "\n".join(thr), "\n".join(spl), "\n".join(net)
 
 
@@ -379,6 +416,8 @@ def main(argv=None):
   p.add_argument("--canvases", type=int, default=20,
                  help="multi-face canvases (0: none)")
   p.add_argument("--faces_per_canvas", type=int, default=3)
+  p.add_argument("--single_photos", type=int, default=40,
+                 help="photos for the single-face detect() timing")
   p.add_argument("--net_warmup", type=int, default=3)
   p.add_argument("--net_repeats", type=int, default=15)
   p.add_argument("--allocator", default="tuned", choices=timing.ALLOCATORS,

@@ -192,6 +192,19 @@ def get_config():
   # points below refine.weight_threshold.
   config.predict.occluded_threshold = ml_collections.config_dict.placeholder(
       float)
+  # Face verification: a detection whose face score (the mean Eq. 1
+  # confidence of its points, face.face_score) is below this is not a face
+  # and is dropped (predict --keep_all keeps it, marked is_face false).
+  # Chosen per model on face300w:val faces (clean and occluded, jittered
+  # boxes) and background boxes of training photos
+  # (scripts/calibrate_face_score.py) and stored in its config.json.
+  # None or 0 = off (models from before the calibration).
+  config.predict.min_face_score = ml_collections.config_dict.placeholder(
+      float)
+  # Second pass (Landmarker(second_pass=)): each detected face is cropped
+  # again on the tight box of its first-pass points and run again: one more
+  # forward pass per face; protocol (b) vs (a) in docs/RESULTS.md.
+  config.predict.second_pass = False
   # Most faces per jitted forward pass; fewer faces are padded only up to the
   # next power of two (1, 2, 4, 8), so one face costs a batch-1 pass.
   config.predict.batch_size = 8
@@ -207,7 +220,11 @@ def get_config():
   # sgfan_jax/blazeface.py) or 'none' (the whole image is
   # one face crop). Its boxes are mapped to the training box convention (the
   # tight landmark box) by sgfan_jax/data/<detector>_box_map.json.
-  config.predict.detector = "dlib_hog"
+  # 'blazeface' (with the short-range pass below) ships: it finds 100 % of
+  # the clean and 98 % of the occluded 300-W common-test faces, the
+  # three-quarter camera.png, no patch on astronaut.png, at ~15 ms a photo;
+  # dlib's HOG finds 98 % / 54 % (benchmarks/results/detectors*.md).
+  config.predict.detector = "blazeface"
   config.predict.detector_upsample = 1    # dlib upsamplings (1: faces >~40 px)
   # Detect on a copy downscaled to this longer side (boxes scaled back; the
   # crop is taken at full resolution).
@@ -218,8 +235,11 @@ def get_config():
   # BlazeFace options (detectors 'blazeface', 'blazeface_short'; measured in
   # benchmarks/results/detectors.md). Second pass on the photo padded to
   # twice its size, merged by NMS: the full-range model under-scores faces
-  # that fill its input (close-up crops, occluded crops).
-  config.predict.blazeface_pad_pass = True
+  # that fill its input (close-up crops, occluded crops). Off: the
+  # short-range pass below finds more of those faces (occluded copy 98.0 %
+  # vs 92.4 %) with fewer false faces (2 vs 6 on 24 non-face photos,
+  # benchmarks/results/detectors_short_pass.md).
+  config.predict.blazeface_pad_pass = False
   # Keep detections whose sigmoid score is at least this: MediaPipe's Python
   # API default (min_detection_confidence = 0.5; its graphs use 0.6 for the
   # full-range and 0.5 for the short-range model).
@@ -234,6 +254,11 @@ def get_config():
   # also used to merge the padded pass.
   config.predict.blazeface_iou_threshold = 0.3
   config.predict.blazeface_max_detections = 64  # faces kept per pass
+  # A pass of the short-range model (128 px letterbox) merged in by NMS: made
+  # for faces that fill the frame, it finds occluded close-ups the
+  # full-range passes miss (benchmarks/results/detectors.md).
+  config.predict.blazeface_short_pass = True
+  config.predict.blazeface_short_min_score = 0.5
 
   # ------------------------------------------------------------------- video
   # Landmarker.track and `predict clip.mp4` (sgfan_jax/tracking.py: tracking

@@ -1,17 +1,20 @@
-"""Fits the dlib HOG detector box -> landmark box map on 300-W TRAINING faces.
+"""Fits a detector's box -> landmark box map on 300-W TRAINING faces.
 
-Runs ``sgfan_jax.detectors.DlibHOGDetector`` (default settings) over every
+Runs the detector (``--detector``: 'dlib_hog' or 'blazeface', with the
+settings of ``configs/default.py``'s ``predict`` fields) over every
 face of the 300-W training folders (``afw``, ``helen/trainset``,
 ``lfpw/trainset``; never the test faces), matches the detections to the
 face's tight landmark box by IoU (raw boxes, IoU >= --min_iou), fits
 ``sgfan_jax.box_map.BoxMap`` (medians) on the matched pairs, and writes the
 map with its provenance (faces used / missed, median IoU with the landmark
 box before and after mapping, the command) to
-``sgfan_jax/data/dlib_hog_box_map.json``.
+``sgfan_jax/data/<detector>_box_map.json``.
 
-Command::
+Commands::
 
   .venv/bin/python scripts/fit_box_map.py --data /work/shared/data/300w
+  .venv/bin/python scripts/fit_box_map.py --data /work/shared/data/300w \
+      --detector blazeface
 """
 
 from __future__ import annotations
@@ -61,12 +64,28 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--data", default=str(REPO.parent / "shared/data/300w"),
                  help="300-W root (release layout)")
-  p.add_argument("--out", default=str(box_map_lib.DEFAULT_MAPS["dlib_hog"]))
+  p.add_argument("--detector", default="dlib_hog",
+                 choices=sorted(box_map_lib.DEFAULT_MAPS))
+  p.add_argument("--out", default="",
+                 help="default: the bundled map of --detector")
   p.add_argument("--min_iou", type=float, default=0.3,
                  help="IoU (raw detector box vs landmark box) for a match")
   args = p.parse_args(argv)
 
-  detector = detectors.DlibHOGDetector()
+  from configs import default  # pylint: disable=g-import-not-at-top
+  if args.detector == "dlib_hog":
+    detector = detectors.DlibHOGDetector()
+    settings = {"upsample": detector.upsample, "max_side": detector.max_side,
+                "adjust_threshold": detector.adjust_threshold}
+    conventions = ("detector box: dlib's inclusive rectangle as pixel "
+                   "edges (left-0.5, top-0.5, right+0.5, bottom+0.5); ")
+  else:
+    detector = detectors.detector_from_config(args.detector,
+                                              default.get_config().predict)
+    settings = {"repr": repr(detector)}
+    conventions = ("detector box: BlazeFace's decoded box mapped back from "
+                   "the letterbox (sgfan_jax/blazeface.py); ")
+  args.out = args.out or str(box_map_lib.DEFAULT_MAPS[args.detector])
   faces = [(image, pts) for _, image, pts in
            pts_io.find_faces(args.data, TRAIN_SUBSETS)]
   print(f"{len(faces)} training faces; detector {detector!r}", flush=True)
@@ -82,14 +101,10 @@ def main(argv=None):
   after = np.array([box_map_lib.iou(d[None], l[None])[0, 0]
                     for d, l in zip(bm.apply(det[hit]), lm[hit])])
   meta = {
-      "detector": "dlib_hog",
-      "detector_settings": {"upsample": detector.upsample,
-                            "max_side": detector.max_side,
-                            "adjust_threshold": detector.adjust_threshold},
-      "box_conventions": ("detector box: dlib's inclusive rectangle as pixel "
-                          "edges (left-0.5, top-0.5, right+0.5, bottom+0.5); "
-                          "target: tight box of the 68 landmarks; both "
-                          "0-based pixel-centre coordinates"),
+      "detector": args.detector,
+      "detector_settings": settings,
+      "box_conventions": (conventions + "target: tight box of the 68 "
+                          "landmarks; both 0-based pixel-centre coordinates"),
       "parametrisation": ("landmark centre = detector centre + (dx*w, dy*h); "
                           "landmark size = (sw*w, sh*h); w, h = detector box "
                           "size; medians over matched pairs"),

@@ -31,7 +31,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
-DEFAULT_MAPS = {"dlib_hog": DATA_DIR / "dlib_hog_box_map.json"}
+DEFAULT_MAPS = {"dlib_hog": DATA_DIR / "dlib_hog_box_map.json",
+                "blazeface": DATA_DIR / "blazeface_box_map.json"}
 PARAMS = ("dx", "dy", "sw", "sh")
 
 

@@ -19,7 +19,7 @@ images not in the file are detected). ``--box_format=landmarks`` says the
 given boxes are tight boxes of the 68 points (the 300-W protocol) instead of
 detector boxes. ``--precision`` sets the forward pass's compute dtype
 (``predict.precision`` of the model's config: 'auto' = the measured choice
-of the backend, README "Speed").
+of the backend, docs/RESULTS.md "Speed").
 
 Writes, for an input ``DIR/sub/NAME.jpg`` found under a folder ``DIR``,
 ``OUT/sub/NAME.json`` (every face: box, box score, points, raw points,
@@ -30,7 +30,8 @@ overlay: green dots = visible points, red crosses = occluded points, yellow
 box), with ``--chips SIZE`` also ``OUT/sub/NAME_<k>_chip.png`` (each face
 aligned onto the five-point recognition template, ``SIZE x SIZE``;
 sgfan_jax/chips.py; images only) and, for the run, ``OUT/summary.csv``
-(file, faces, status, reason).
+(file, faces, status, reason, outputs, rejected: detections dropped by face
+verification, see ``--keep_all``).
 A bad file (not an image, empty, truncated), an unreadable folder or an
 image without a face gets one summary line with the reason and the run goes
 on; the exit code is 1 if any input failed, else 0.
@@ -73,7 +74,7 @@ from sgfan_jax import video as video_lib
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm",
                     ".webp", ".tif", ".tiff")
-SUMMARY_FIELDS = ("file", "faces", "status", "reason", "outputs")
+SUMMARY_FIELDS = ("file", "faces", "status", "reason", "outputs", "rejected")
 COORDINATES = ("0-based (x, y) pixels of the EXIF-upright image, pixel-centre "
                "convention (the centre of pixel [row i, column j] is x=j, "
                "y=i); .pts files are 1-based")
@@ -108,6 +109,9 @@ def define_flags() -> None:
                     "config's predict.precision; auto = the measured choice "
                     "of the backend).")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.DEFINE_bool("keep_all", False, "Keep detections the network does "
+                    "not believe are faces (face score below the model's "
+                    "predict.min_face_score), marked \"is_face\": false.")
   flags.DEFINE_integer("chips", 0, "Write NAME_<k>_chip.png: each face "
                        "aligned onto the 112x112 five-point recognition "
                        "template scaled to this side (0 = off; images only).")
@@ -280,10 +284,14 @@ def predict_paths(lm: landmarker_lib.Landmarker, inputs: Sequence[str],
         rows.append(_row(path, len(faces), "error",
                          f"cannot write outputs: {e}"))
         continue
+      note = rejected_note(prepared.rejected, lm)
       if faces:
-        rows.append(_row(path, len(faces), "ok", "", written))
+        rows.append(_row(path, len(faces), "ok", note, written,
+                         prepared.rejected))
       else:
-        rows.append(_row(path, 0, "no_face", "no face found", written))
+        rows.append(_row(path, 0, "no_face", "no face found" +
+                         (f" ({note})" if note else ""), written,
+                         prepared.rejected))
     pending.clear()
 
   for path, stem, error in bar:
@@ -314,6 +322,15 @@ def predict_paths(lm: landmarker_lib.Landmarker, inputs: Sequence[str],
   return rows
 
 
+def rejected_note(rejected: int, lm) -> str:
+  """Summary text for detections dropped by face verification."""
+  if not rejected:
+    return ""
+  return (f"{rejected} detection{'s' if rejected > 1 else ''} rejected as "
+          f"not a face (face score < {lm.min_face_score:g}; --keep_all "
+          "keeps them)")
+
+
 def video_row(lm, path: str, base: str, progress: bool,
               options: Dict) -> Dict[str, str]:
   """Tracks one video (``video.predict_video``); its summary row (faces =
@@ -337,21 +354,23 @@ def video_row(lm, path: str, base: str, progress: bool,
   return _row(path, result.face_ids, "ok", "", result.outputs)
 
 
-def _row(path, faces, status, reason, outputs=()):
+def _row(path, faces, status, reason, outputs=(), rejected=0):
   # Errors from the readers start with the file name; the row has it.
   if reason.startswith(path + ": "):
     reason = reason[len(path) + 2:]
   return {"file": path, "faces": str(faces), "status": status,
-          "reason": reason, "outputs": ";".join(outputs)}
+          "reason": reason, "outputs": ";".join(outputs),
+          "rejected": str(rejected)}
 
 
 def load_landmarker(workdir: Optional[str], model: Optional[str],
                     detector: Optional[str], batch_size: Optional[int],
-                    precision: Optional[str] = None):
+                    precision: Optional[str] = None,
+                    keep_all: bool = False):
   if workdir and model:
     raise InputError("give --workdir or --model, not both")
   kwargs = {"detector": detector, "batch_size": batch_size,
-            "precision": precision}
+            "precision": precision, "keep_all": keep_all}
   if workdir:
     return landmarker_lib.Landmarker.from_checkpoint(workdir, **kwargs)
   return landmarker_lib.Landmarker.from_pretrained(
@@ -369,7 +388,7 @@ def run_command(inputs: Sequence[str]) -> int:
       raise InputError(f"--chips must be >= 0 (0 = no chips), got "
                        f"{FLAGS.chips}")
     lm = load_landmarker(FLAGS.workdir, FLAGS.model, FLAGS.detector,
-                         FLAGS.batch_size, FLAGS.precision)
+                         FLAGS.batch_size, FLAGS.precision, FLAGS.keep_all)
   except (InputError, inference.ModelFileError, ImportError,
           ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -387,8 +406,11 @@ def run_command(inputs: Sequence[str]) -> int:
                        FLAGS.progress, video_options, FLAGS.chips)
   failed = [r for r in rows if r["status"] != "ok"]
   faces = sum(int(r["faces"]) for r in rows)
+  rejected = sum(int(r["rejected"]) for r in rows)
   print(f"{len(rows) - len(failed)} of {len(rows)} images with faces, "
-        f"{faces} faces -> {FLAGS.out} (summary.csv)")
+        f"{faces} faces -> {FLAGS.out} (summary.csv)"
+        + (f"; {rejected} detections rejected as not faces" if rejected
+           else ""))
   for r in failed:
     print(f"  {r['status']}: {r['file']}: {r['reason']}", file=sys.stderr)
   return 1 if failed else 0

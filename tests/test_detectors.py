@@ -86,7 +86,7 @@ def test_whole_image_detector():
 
 
 def test_get_detector_names():
-  assert isinstance(detectors.get_detector(), detectors.DlibHOGDetector)
+  assert isinstance(detectors.get_detector(), detectors.BlazeFaceDetector)
   assert isinstance(detectors.get_detector("dlib_hog", upsample=0),
                     detectors.DlibHOGDetector)
   with pytest.raises(ValueError, match="'dlib_hog', 'blazeface', "

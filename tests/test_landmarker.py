@@ -83,7 +83,7 @@ def test_box_formats(lm, face):
   detector_box = np.array([100.0, 110.0, 260.0, 270.0], np.float32)
   by_detector = lm.detect(rgb, boxes=[detector_box])
   # The bundled map, applied by hand from its JSON numbers.
-  m = json.loads(box_map_lib.DEFAULT_MAPS["dlib_hog"].read_text())
+  m = json.loads(box_map_lib.DEFAULT_MAPS[lm.detector_name].read_text())
   w = h = 160.0
   cx, cy = 180.0 + m["dx"] * w, 190.0 + m["dy"] * h
   tw, th = m["sw"] * w, m["sh"] * h

@@ -31,7 +31,7 @@ from tests import photo_fixtures as pf
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = pathlib.Path(sys.executable).parent / "sgfan-jax"
 FACE_KEYS = {"box", "box_score", "face_box", "points", "raw_points",
-             "confidence", "occluded", "yaw", "pitch", "roll"}
+             "face_score", "confidence", "occluded", "yaw", "pitch", "roll"}
 
 
 def _tree(root: pathlib.Path):
