@@ -437,3 +437,25 @@ def test_shipped_model_flags_few_points_of_clean_faces():
   assert len(rates) >= 20
   assert np.mean(rates) <= 0.12
   assert np.mean(old) >= 0.3
+
+
+def test_second_pass_is_a_recrop_on_the_first_points(face):
+  """second_pass=True equals, by hand: detect, take the tight box of the
+  refined points, detect again on that landmark box."""
+  rgb, box = face
+  one = Landmarker.from_pretrained(pf.tiny_model_dir())
+  two = Landmarker.from_pretrained(pf.tiny_model_dir(), second_pass=True)
+  first = one.detect(rgb, boxes=None)
+  second = two.detect(rgb, boxes=None)
+  assert len(first) == len(second) >= 1
+  for f1, f2 in zip(first, second):
+    lb = crop.landmark_box(f1.points).astype(np.float32)
+    np.testing.assert_allclose(f2.face_box, lb, atol=1e-4)
+    by_hand = one.detect(rgb, boxes=[lb], box_format="landmarks")[0]
+    np.testing.assert_allclose(f2.points, by_hand.points, atol=1e-3)
+    np.testing.assert_array_equal(f2.box, f1.box)   # the detector's box
+  # Boxes given by the caller are not re-cropped.
+  given = two.detect(rgb, boxes=[box], box_format="landmarks")[0]
+  np.testing.assert_allclose(
+      given.points, one.detect(rgb, boxes=[box], box_format="landmarks")[0]
+      .points, atol=1e-5)
