@@ -81,6 +81,9 @@ def candidates(pc) -> Dict[str, object]:
           "blazeface", pad_pass=False, short_pass=True, **opts),
       "full-range + padded + short-range pass": detectors.get_detector(
           "blazeface", pad_pass=True, short_pass=True, **opts),
+      "full-range + short-range pass when it finds none":
+          detectors.get_detector("blazeface", pad_pass=False,
+                                 short_pass="fallback", **opts),
   }
 
 

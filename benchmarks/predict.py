@@ -286,9 +286,11 @@ def worker(args):
   # Warm-up: compile each batch size, warm PIL / dlib / the PNG writer.
   warm = photos[:WARMUP_IMAGES]
   for b, lm in lms.items():
-    crops, mats = prepared_crops(lm, warm, 1)
+    # Every padded batch size the run can use (1, 2, 4, ..., b).
+    crops, mats = prepared_crops(lm, all_photos, b)
     t0 = time.perf_counter()
-    lm.predict_crops(crops, mats)
+    for size in lm.batch_sizes:
+      lm.predict_crops(crops[:size], mats[:size])
     out[f"compile_s_b{b}"] = time.perf_counter() - t0
     pass_command(lm, warm, os.path.join(tmp, f"warm_b{b}"))
   pass_dlib(dlib_detector, predictor, warm)

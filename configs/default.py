@@ -257,8 +257,13 @@ def get_config():
   # A pass of the short-range model (128 px letterbox) merged in by NMS: made
   # for faces that fill the frame, it finds occluded close-ups the
   # full-range passes miss (benchmarks/results/detectors.md).
-  config.predict.blazeface_short_pass = True
+  # "always", "fallback" (only when the full-range pass finds no face) or
+  # "off".
+  config.predict.blazeface_short_pass = "always"
   config.predict.blazeface_short_min_score = 0.5
+  # Tiles for small faces in large photos: the full-range model also runs on
+  # a grid x grid of overlapping tiles of photos >= 640 px (0 = off).
+  config.predict.blazeface_tile_grid = 0
 
   # ------------------------------------------------------------------- video
   # Landmarker.track and `predict clip.mp4` (sgfan_jax/tracking.py: tracking

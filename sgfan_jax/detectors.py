@@ -54,6 +54,7 @@ DETECTOR_NAMES = ("dlib_hog", "blazeface", "blazeface_short", "none")
 BLAZEFACE_MODELS = {"blazeface": "full_range",
                     "blazeface_short": "short_range"}
 DEFAULT_DETECTOR = "blazeface"
+SHORT_PASS_MODES = ("always", "fallback", "off")
 
 _DLIB_MISSING = ("the dlib face detector needs the 'dlib' package, which is "
                  "not installed; install the prebuilt wheel with "
@@ -200,12 +201,20 @@ class BlazeFaceDetector:
       the passes.
     max_detections: faces kept per pass.
     short_pass: also run the short-range model (128 px letterbox of the
-      whole image) and merge it in like the padded pass. The full-range
+      whole image) and merge it in like the padded pass: True / 'always',
+      'fallback' (only when the full-range passes found no face: the
+      short-range pass costs about as much as the full-range one), or
+      False / 'off'. The full-range
       model under-scores faces that fill the frame, most of all occluded
       ones; the short-range model is made for them (occluded copy of the
       300-W common set: 98.0 % found alone vs 72.0 %, benchmarks/
       detectors.py).
     short_min_score: the short-range pass's threshold (None = min_score).
+    tile_grid: also run the full-range model on a ``tile_grid x tile_grid``
+      grid of overlapping tiles (each ``tile_overlap`` larger than its cell)
+      of photos whose longer side is at least ``tile_min_side`` px, merged
+      by NMS: small faces in large photos shrink below what a 192 px
+      letterbox can see (0 or 1 = off).
   """
 
   def __init__(self, model: str = "full_range", pad_pass: bool = False,
@@ -213,7 +222,9 @@ class BlazeFaceDetector:
                max_detections: int = 64,
                pad_min_score: Optional[float] = None,
                short_pass: bool = False,
-               short_min_score: Optional[float] = None):
+               short_min_score: Optional[float] = None,
+               tile_grid: int = 0, tile_overlap: float = 0.25,
+               tile_min_side: int = 640):
     from sgfan_jax import blazeface  # pylint: disable=g-import-not-at-top
     self._bf = blazeface
     self.model = blazeface.BlazeFace(model, min_score=min_score,
@@ -224,19 +235,31 @@ class BlazeFaceDetector:
     self.pad_min_score = float(min_score if pad_min_score is None
                                else pad_min_score)
     self.keypoint_names = blazeface.KEYPOINT_NAMES
-    self.short_pass = bool(short_pass) and model != "short_range"
+    if short_pass is True:
+      short_pass = "always"
+    elif short_pass in (False, None):
+      short_pass = "off"
+    if short_pass not in SHORT_PASS_MODES:
+      raise ValueError(f"short_pass must be one of {SHORT_PASS_MODES}, got "
+                       f"{short_pass!r}")
+    self.short_mode = "off" if model == "short_range" else short_pass
+    self.short_pass = self.short_mode != "off"
     self.short_min_score = float(min_score if short_min_score is None
                                  else short_min_score)
     self.short_model = (blazeface.BlazeFace(
         "short_range", min_score=self.short_min_score,
         iou_threshold=iou_threshold, max_detections=max_detections)
                         if self.short_pass else None)
+    self.tile_grid = int(tile_grid)
+    self.tile_overlap = float(tile_overlap)
+    self.tile_min_side = int(tile_min_side)
 
   def __repr__(self):
     return (f"BlazeFaceDetector({self.model.model!r}, pad_pass="
             f"{self.pad_pass}, min_score={self.model.min_score}, "
             f"pad_min_score={self.pad_min_score}, short_pass="
-            f"{self.short_pass}, short_min_score={self.short_min_score}, "
+            f"{self.short_mode!r}, short_min_score={self.short_min_score}, "
+            f"tile_grid={self.tile_grid}, "
             f"iou_threshold={self.model.iou_threshold}, max_detections="
             f"{self.model.max_detections})")
 
@@ -251,8 +274,11 @@ class BlazeFaceDetector:
     if self.pad_pass:
       keep = passes[1][1] >= self.pad_min_score
       passes[1] = tuple(a[keep] for a in passes[1])
-    if self.short_pass:
+    if self.short_mode == "always" or (
+        self.short_mode == "fallback" and not any(len(p[1]) for p in passes)):
       passes += self.short_model.detect(image, (1.0,))
+    if self.tile_grid > 1 and max(image.shape[:2]) >= self.tile_min_side:
+      passes += self._tile_passes(image)
     boxes = np.concatenate([p[0] for p in passes])
     scores = np.concatenate([p[1] for p in passes])
     kps = np.concatenate([p[2] for p in passes])
@@ -264,9 +290,33 @@ class BlazeFaceDetector:
             scores[keep].astype(np.float32),
             kps[keep].astype(np.float32).reshape(-1, 6, 2))
 
+  def _tile_passes(self, image):
+    """Full-range detections on overlapping tiles, in image coordinates."""
+    h, w = image.shape[:2]
+    n = self.tile_grid
+    out = []
+    for ty0, ty1 in tile_ranges(h, n, self.tile_overlap):
+      for tx0, tx1 in tile_ranges(w, n, self.tile_overlap):
+        boxes, scores, kps = self.model.detect(
+            np.ascontiguousarray(image[ty0:ty1, tx0:tx1]), (1.0,))[0]
+        # Pixel (x, y) of the tile is pixel (x + tx0, y + ty0) of the image.
+        out.append((boxes + np.array([tx0, ty0, tx0, ty0], np.float32),
+                    scores, kps + np.array([tx0, ty0], np.float32)))
+    return out
+
   def detect(self, image) -> Tuple[np.ndarray, np.ndarray]:
     boxes, scores, _ = self.detect_with_keypoints(image)
     return boxes, scores
+
+
+def tile_ranges(length: int, n: int, overlap: float):
+  """``n`` integer ranges ``[a, b)`` covering ``[0, length)``: cells of
+  ``length / n`` grown by ``overlap`` of a cell (half on each side)."""
+  cell = length / n
+  grow = overlap * cell / 2
+  return [(max(0, int(np.floor(i * cell - grow))),
+           min(length, int(np.ceil((i + 1) * cell + grow))))
+          for i in range(n)]
 
 
 def detector_from_config(name: Optional[str], predict_config):
@@ -286,8 +336,9 @@ def detector_from_config(name: Optional[str], predict_config):
                         iou_threshold=float(pc.blazeface_iou_threshold),
                         max_detections=int(pc.blazeface_max_detections),
                         pad_min_score=float(pc.blazeface_pad_min_score),
-                        short_pass=bool(pc.blazeface_short_pass),
-                        short_min_score=float(pc.blazeface_short_min_score))
+                        short_pass=pc.blazeface_short_pass,
+                        short_min_score=float(pc.blazeface_short_min_score),
+                        tile_grid=int(pc.blazeface_tile_grid))
   return get_detector(name)
 
 

@@ -64,6 +64,7 @@ from PIL import Image
 import tqdm
 
 from sgfan_jax import crop
+from sgfan_jax import detectors as detectors_lib
 from sgfan_jax import drawing
 from sgfan_jax import host_allocator
 from sgfan_jax import inference
@@ -109,6 +110,12 @@ def define_flags() -> None:
                     "config's predict.precision; auto = the measured choice "
                     "of the backend).")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
+  flags.DEFINE_integer("tiles", None, "BlazeFace: also detect on an N x N "
+                       "grid of overlapping tiles of photos >= 640 px, for "
+                       "small faces in large photos (default: the config's "
+                       "predict.blazeface_tile_grid; 3 finds 93 % of 80 px "
+                       "faces in 1920x1080 photos vs 26 % without, "
+                       "benchmarks/results/small_faces.md).")
   flags.DEFINE_bool("keep_all", False, "Keep detections the network does "
                     "not believe are faces (face score below the model's "
                     "predict.min_face_score), marked \"is_face\": false.")
@@ -366,15 +373,28 @@ def _row(path, faces, status, reason, outputs=(), rejected=0):
 def load_landmarker(workdir: Optional[str], model: Optional[str],
                     detector: Optional[str], batch_size: Optional[int],
                     precision: Optional[str] = None,
-                    keep_all: bool = False):
+                    keep_all: bool = False,
+                    tiles: Optional[int] = None):
   if workdir and model:
     raise InputError("give --workdir or --model, not both")
   kwargs = {"detector": detector, "batch_size": batch_size,
             "precision": precision, "keep_all": keep_all}
+  if tiles is not None:
+    if tiles < 0:
+      raise InputError(f"--tiles must be >= 0, got {tiles}")
   if workdir:
-    return landmarker_lib.Landmarker.from_checkpoint(workdir, **kwargs)
-  return landmarker_lib.Landmarker.from_pretrained(
-      model or landmarker_lib.DEFAULT_MODEL, **kwargs)
+    lm = landmarker_lib.Landmarker.from_checkpoint(workdir, **kwargs)
+  else:
+    lm = landmarker_lib.Landmarker.from_pretrained(
+        model or landmarker_lib.DEFAULT_MODEL, **kwargs)
+  if tiles is not None:
+    if lm.detector_name not in detectors_lib.BLAZEFACE_MODELS:
+      raise InputError(f"--tiles needs a BlazeFace detector, not "
+                       f"{lm.detector_name!r}")
+    lm.config.predict.blazeface_tile_grid = tiles
+    lm.detector = detectors_lib.detector_from_config(lm.detector_name,
+                                                     lm.config.predict)
+  return lm
 
 
 def run_command(inputs: Sequence[str]) -> int:
@@ -388,7 +408,8 @@ def run_command(inputs: Sequence[str]) -> int:
       raise InputError(f"--chips must be >= 0 (0 = no chips), got "
                        f"{FLAGS.chips}")
     lm = load_landmarker(FLAGS.workdir, FLAGS.model, FLAGS.detector,
-                         FLAGS.batch_size, FLAGS.precision, FLAGS.keep_all)
+                         FLAGS.batch_size, FLAGS.precision, FLAGS.keep_all,
+                         FLAGS.tiles)
   except (InputError, inference.ModelFileError, ImportError,
           ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -30,6 +30,9 @@ from sgfan_jax import pts_io
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "300w" / "helen" / "trainset"
 SAMPLE_FACES = ("100032540_1", "1199742157_1", "2191423425_1")
+# A bundled HELEN test photo, pasted small into a large canvas.
+SAMPLE_FACE = (REPO / "sample_data" / "300w" / "helen" / "testset" /
+               "296814969_3.jpg")
 # 300-W test / afw photos (afw 111076519 has two annotated faces).
 SHARED_FACES = ("helen/testset/296814969_3", "lfpw/testset/image_0001",
                 "afw/111076519_1")
@@ -384,3 +387,38 @@ def test_shipped_weights_are_the_wheels():
     assert (blazeface.DATA_DIR / name).is_file()
   assert "Apache License" in (blazeface.DATA_DIR /
                               "BLAZEFACE_LICENSE.txt").read_text()
+
+
+def test_tile_ranges_cover_with_overlap():
+  # 1000 px in 2 cells of 500, grown by 0.25 * 500 / 2 = 62.5 px each side.
+  assert detectors.tile_ranges(1000, 2, 0.25) == [(0, 563), (437, 1000)]
+  for length, n in ((1080, 3), (1920, 3), (641, 2)):
+    r = detectors.tile_ranges(length, n, 0.25)
+    assert r[0][0] == 0 and r[-1][1] == length
+    assert all(a[1] > b[0] for a, b in zip(r, r[1:]))     # overlapping
+
+
+def test_tiles_find_a_small_face_in_a_large_photo_where_it_is():
+  """A real face pasted small into a 1600x1200 canvas: tiles map their
+  detections back to image pixels (the box lands on the pasted face)."""
+  rgb = np.asarray(Image.open(SAMPLE_FACE).convert("RGB"))
+  box = crop.landmark_box(pts_io.read_pts(SAMPLE_FACE.with_suffix(".pts")))
+  s = 60.0 / (box[2] - box[0])                       # a 60 px wide face
+  small = np.asarray(Image.fromarray(rgb).resize(
+      (round(rgb.shape[1] * s), round(rgb.shape[0] * s)), Image.BILINEAR))
+  canvas = np.full((1200, 1600, 3), 120, np.uint8)
+  x0, y0 = 1210, 850
+  canvas[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
+  sx, sy = small.shape[1] / rgb.shape[1], small.shape[0] / rgb.shape[0]
+  truth = np.array([(box[0] + 0.5) * sx - 0.5 + x0, (box[1] + 0.5) * sy - 0.5
+                    + y0, (box[2] + 0.5) * sx - 0.5 + x0,
+                    (box[3] + 0.5) * sy - 0.5 + y0])
+  plain = detectors.get_detector("blazeface")
+  tiled = detectors.get_detector("blazeface", tile_grid=3)
+  found, _ = tiled.detect(canvas)
+  assert len(found) >= 1
+  assert max(_iou(b, truth) for b in found) >= 0.3
+  # Without tiles the 60 px face is 7 px in the 192 px letterbox.
+  plain_found, _ = plain.detect(canvas)
+  assert not plain_found.size or max(_iou(b, truth)
+                                     for b in plain_found) < 0.3

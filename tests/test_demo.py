@@ -21,6 +21,7 @@ import numpy as np
 from configs import default
 from configs import lite
 from sgfan_jax import demo
+from tests.test_configs import _flat  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "300w"
@@ -28,16 +29,6 @@ NUM_TEST_PHOTOS = 3
 # 300-W 68-point layout (0-based): the eye contours whose means give the
 # inter-pupil distance (paper Table 1 normalisation).
 LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)
-
-
-def _flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, prefix + k + "."))
-    else:
-      out[prefix + k] = v
-  return out
 
 
 def test_demo_config_is_a_short_run_of_default_fields():

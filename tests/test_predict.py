@@ -409,3 +409,14 @@ def test_command_malformed_boxes_file_exit_2(commands):
   assert "Traceback" not in stderr
   assert "error: --boxes" in stderr and "line 2" in stderr
   assert not (out / "summary.csv").exists()
+
+
+def test_tiles_flag_builds_a_tiled_blazeface():
+  from sgfan_jax import detectors  # pylint: disable=g-import-not-at-top
+  lm = predict.load_landmarker(None, None, None, None, tiles=3)
+  assert isinstance(lm.detector, detectors.BlazeFaceDetector)
+  assert lm.detector.tile_grid == 3
+  with pytest.raises(predict.InputError, match="--tiles must be >= 0"):
+    predict.load_landmarker(None, None, None, None, tiles=-1)
+  with pytest.raises(predict.InputError, match="needs a BlazeFace detector"):
+    predict.load_landmarker(None, None, "dlib_hog", None, tiles=3)
