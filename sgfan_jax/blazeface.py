@@ -673,6 +673,18 @@ def load_file(model: str = "full_range", path=None) -> Tuple[Dict, Dict]:
   return params, dict(state["settings"])
 
 
+@functools.lru_cache(maxsize=16)
+def shared(model: str = "full_range", min_score: Optional[float] = None,
+           iou_threshold: Optional[float] = None,
+           max_detections: int = 64) -> "BlazeFace":
+  """One ``BlazeFace`` per setting for the whole process (the shipped
+  weights): detectors built again (every ``Landmarker``) reuse its loaded
+  parameters and compiled functions. The instance holds no state that
+  changes after construction."""
+  return BlazeFace(model, min_score=min_score, iou_threshold=iou_threshold,
+                   max_detections=max_detections)
+
+
 class BlazeFace:
   """A BlazeFace model, jitted and batched on fixed-size inputs.
 

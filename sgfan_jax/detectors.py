@@ -227,9 +227,9 @@ class BlazeFaceDetector:
                tile_min_side: int = 640):
     from sgfan_jax import blazeface  # pylint: disable=g-import-not-at-top
     self._bf = blazeface
-    self.model = blazeface.BlazeFace(model, min_score=min_score,
-                                     iou_threshold=iou_threshold,
-                                     max_detections=max_detections)
+    self.model = blazeface.shared(model, min_score=min_score,
+                                  iou_threshold=iou_threshold,
+                                  max_detections=max_detections)
     self.name = {v: k for k, v in BLAZEFACE_MODELS.items()}[model]
     self.pad_pass = bool(pad_pass)
     self.pad_min_score = float(min_score if pad_min_score is None
@@ -246,7 +246,7 @@ class BlazeFaceDetector:
     self.short_pass = self.short_mode != "off"
     self.short_min_score = float(min_score if short_min_score is None
                                  else short_min_score)
-    self.short_model = (blazeface.BlazeFace(
+    self.short_model = (blazeface.shared(
         "short_range", min_score=self.short_min_score,
         iou_threshold=iou_threshold, max_detections=max_detections)
                         if self.short_pass else None)
