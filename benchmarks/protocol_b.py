@@ -73,12 +73,16 @@ def main(argv=None):
   if args.max_faces:
     names = [names[i] for i in np.unique(np.linspace(
         0, len(names) - 1, args.max_faces).round().astype(int))]
+  # A sub-sampled run (--max_faces) gets its own copy, so the full copy
+  # that other tools reuse is never a partial one.
   occ_dir = pathlib.Path("/tmp/sgfan_occluded_300w" + (
-      "" if args.split == "test_common" else "_" + args.split) + "_seed0")
+      "" if args.split == "test_common" else "_" + args.split) + "_seed0" +
+                         (f"_max{args.max_faces}" if args.max_faces else ""))
   if not (occ_dir / "occlusion.json").is_file():
     occlusion_copy.build_occluded_copy(
         root, subsets, occ_dir, 0,
-        names=None if args.split == "test_common" else names)
+        names=None if args.split == "test_common" and not args.max_faces
+        else names)
   sets = {"clean": compare_300w.load_set(root, names, "clean"),
           "occluded": compare_300w.load_set(occ_dir, names, "occluded")}
   rows = []

@@ -6,7 +6,7 @@ the knobs named after the colon, comma-separated::
 
   python main.py --config configs/search.py:base --workdir /work/runs/search/base
   python main.py --config configs/search.py:sigma2 --workdir /work/runs/search/sigma2
-  python main.py --config configs/search.py:adamw,sigma2 --workdir ...
+  python main.py --config configs/search.py:adamw1e-3,sigma2 --workdir ...
 
 ``scripts/recipe_search.py`` runs a list of them back to back and tabulates
 them on face300w:val (heatmaps-only and refined inter-pupil NME, flags on

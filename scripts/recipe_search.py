@@ -112,7 +112,8 @@ def row(name: str, workdir: pathlib.Path) -> str:
       f"{100 * occ['ap']:.1f}",
       curve,
       f"{statistics.median(rates):.1f}" if rates else "-",
-      f"{val[-1][0] / (1911 // 10):.0f}" if val else "-",
+      f"{val[-1][0] / (1911 // search.get_config(name).batch_size):.0f}"
+      if val else "-",
       f"{secs / 60:.0f} min" if secs else "-",
   ]
   return "| " + " | ".join(cells) + " |"

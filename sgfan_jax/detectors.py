@@ -349,7 +349,9 @@ def get_detector(name: Optional[str] = DEFAULT_DETECTOR, **kwargs):
   ``kwargs`` go to the detector's constructor (``DlibHOGDetector``'s
   ``upsample``, ``max_side``, ``adjust_threshold``; ``BlazeFaceDetector``'s
   ``pad_pass``, ``min_score``, ``pad_min_score``, ``iou_threshold``,
-  ``max_detections``).
+  ``max_detections``, ``short_pass``, ``short_min_score``, ``tile_grid``),
+  whose defaults are the class's (no short-range pass, no tiles); the
+  shipped photo path's settings are the config's: ``detector_from_config``.
   """
   if name is None:
     name = DEFAULT_DETECTOR

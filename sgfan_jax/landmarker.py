@@ -377,8 +377,15 @@ class Landmarker:
       mats[k] = crop.crop_to_image_matrix(side, ex, ey, self.crop_size)
     return PreparedImage(pil, found, list(scores), face_boxes, crops, mats)
 
-  def finish(self, prepared: Sequence[PreparedImage]) -> List[List[Face]]:
-    """Device half: every face of ``prepared`` through the network."""
+  def finish(self, prepared: Sequence[PreparedImage],
+             keep_all: Optional[bool] = None) -> List[List[Face]]:
+    """Device half: every face of ``prepared`` through the network.
+
+    ``keep_all``: keep detections that fail face verification (marked
+    ``is_face = False``); None = ``self.keep_all``. With True the result
+    has one face per box of ``prepared``, in order.
+    """
+    keep_all = self.keep_all if keep_all is None else bool(keep_all)
     counts = [len(p.boxes) for p in prepared]
     if not sum(counts):
       return [[] for _ in prepared]
@@ -405,7 +412,7 @@ class Landmarker:
           face.is_face = face.face_score >= self.min_face_score
           if not face.is_face:
             p.rejected += 1
-            if not self.keep_all:
+            if not keep_all:
               continue
         faces.append(face)
       results.append(faces)

@@ -17,7 +17,9 @@ all off by default = Eq. 3 exactly):
 * ``loss_normalize``: each term is divided by its targets' energy over the
   batch (``1/2 sum H^^2`` and ``1/2 sum S^^2``), i.e. by the loss of an
   all-zero prediction, so both terms start at 1 and lambda weighs relative
-  errors (the raw score term is ~4x the heatmap term: issue 18).
+  errors (the raw score term is ~4x the heatmap term: issue 18). With
+  'awing' the heatmap term is divided by the same MSE energy (a constant
+  scale, so it does not start at 1).
 
 The logged 'heatmap' / 'score' terms are always the paper's squared errors,
 so runs with different objectives stay comparable.

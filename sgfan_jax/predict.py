@@ -287,12 +287,13 @@ def predict_paths(lm: landmarker_lib.Landmarker, inputs: Sequence[str],
       try:
         written = write_outputs(out, stem, prepared, faces, path,
                                 lm.bundle.source, lm.precision, chips)
-      except OSError as e:
+      except (OSError, ValueError) as e:
+        # ValueError: e.g. chips.ChipError (no chip for this model's layout).
         rows.append(_row(path, len(faces), "error",
                          f"cannot write outputs: {e}"))
         continue
       note = rejected_note(prepared.rejected, lm)
-      if faces:
+      if any(f.is_face is not False for f in faces):
         rows.append(_row(path, len(faces), "ok", note, written,
                          prepared.rejected))
       else:
@@ -333,6 +334,10 @@ def rejected_note(rejected: int, lm) -> str:
   """Summary text for detections dropped by face verification."""
   if not rejected:
     return ""
+  if lm.keep_all:
+    return (f"{rejected} detection{'s' if rejected > 1 else ''} not "
+            f"believed to be a face (face score < {lm.min_face_score:g}), "
+            "kept with is_face false (--keep_all)")
   return (f"{rejected} detection{'s' if rejected > 1 else ''} rejected as "
           f"not a face (face score < {lm.min_face_score:g}; --keep_all "
           "keeps them)")

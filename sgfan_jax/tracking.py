@@ -385,7 +385,9 @@ class FaceTracker:
       prepared.boxes[k] = entry.box
       prepared.face_boxes[k] = entry.face_box
       prepared.scores.append(entry.score)
-    return lm.finish([prepared])[0]
+    # One face per entry, in order (rejected detections marked is_face
+    # False, dropped by step()).
+    return lm.finish([prepared], keep_all=True)[0]
 
   def _entries_from_detection(self, image: np.ndarray) -> List[Entry]:
     """A detection frame: detections re-anchor the tracks they overlap or
@@ -458,6 +460,10 @@ class FaceTracker:
       entries, faces = self._look_again(pil, image, entries, faces)
     self.since_detect += 1
     self.detect_next = False
+    # Face verification: detections the network does not believe are not
+    # faces (Landmarker.min_face_score); tracked faces are never dropped here.
+    kept = [(e, f) for e, f in zip(entries, faces) if f.is_face is not False]
+    entries, faces = [e for e, _ in kept], [f for _, f in kept]
 
     tracks: List[Track] = []
     pairs_out: List[Tuple[Track, Any]] = []

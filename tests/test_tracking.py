@@ -15,6 +15,7 @@ import pytest
 
 from sgfan_jax import tracking
 from sgfan_jax import video_eval
+from sgfan_jax.landmarker import Landmarker
 from tests import photo_fixtures as pf
 from tests import video_fixtures as vf
 
@@ -226,3 +227,37 @@ def test_ids_two_faces_a_face_that_leaves_and_one_that_comes_back(lm):
   # Back in the frame: a new id, not 1 again.
   assert len(out[-1]) == 2
   assert set(ids[-1]) - left_ids and max(ids[-1]) >= 2, ids
+
+
+class _FalseFirst:
+  """BlazeFace, with a false detection on the grey background put first."""
+  name = "false_first"
+
+  def __init__(self):
+    from sgfan_jax import detectors  # pylint: disable=g-import-not-at-top
+    self.real = detectors.get_detector("blazeface")
+
+  def detect(self, image):
+    boxes, scores = self.real.detect(image)
+    false = np.array([[2, 2, 70, 70]], np.float32)
+    return (np.concatenate([false, boxes]),
+            np.concatenate([np.float32([0.99]), scores]))
+
+
+def test_rejected_detections_do_not_shift_faces_onto_other_tracks(lm):
+  """Face verification on detection frames: the false box (grey canvas,
+  first in the detector's list) is dropped, and the real face keeps its id
+  and its own points on every frame."""
+  rgb, pts = pf.sample_face(pf.FACES[0])
+  small, spts = video_eval.resize_face(rgb, pts, 0.5)
+  h, w = small.shape[:2]
+  canvas = np.full((h + 90, w + 90, 3), 127, np.uint8)
+  canvas[80:80 + h, 80:80 + w] = small
+  truth = spts + [80, 80]
+  verified = Landmarker(lm.bundle, detector=_FalseFirst(), batch_size=1)
+  assert verified.min_face_score > 0
+  out = list(verified.track([canvas] * 6, detect_every=2))
+  for faces in out:
+    assert len(faces) == 1
+    assert faces[0].face_id == 0
+    assert np.abs(faces[0].points - truth).mean() < 10
