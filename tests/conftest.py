@@ -5,10 +5,25 @@ machine usually does not). Tests that need it take the ``shared_data``
 fixture and are skipped with a clear message where it is absent.
 """
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
+
+# One XLA compilation cache for the whole test run, shared by this process
+# and the command-line subprocesses the tests start (they inherit the
+# environment): the same programs (the network at each padded batch size,
+# BlazeFace) built by many Landmarkers are compiled once. Set before JAX is
+# imported; a fresh folder per run, removed at exit. Measured: 14 % off
+# test_landmarker + test_verification from a cold cache.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _XLA_CACHE = tempfile.mkdtemp(prefix="sgfan_test_xla_cache_")
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(
