@@ -2,7 +2,7 @@ r"""Train-step throughput and forward latency of SGFAN per conv implementation
 and compute dtype.
 
   .venv/bin/python benchmarks/train_step.py [--widths 64,128,256] \
-      [--impls xla,cpu] [--dtypes float32,bfloat16] \
+      [--impls xla,cpu] [--dtypes float32,bfloat16] [--output_strides 1,2] \
       [--cpu_kernels kxk=im2col,strided=im2col] \
       [--out benchmarks/results/train_step.md]
 
@@ -40,7 +40,7 @@ CROP = 256
 _median_time = timing.median_time
 
 
-def synthetic_step(width, impl="auto", dtype="float32"):
+def synthetic_step(width, impl="auto", dtype="float32", output_stride=1):
   """The real jitted train step of ``width`` on a synthetic batch.
 
   Returns ``(config, state, batch, step, key)``: a uint8 batch of ``BATCH``
@@ -57,6 +57,7 @@ def synthetic_step(width, impl="auto", dtype="float32"):
   config.model.width = width
   config.model.conv_impl = impl
   config.model.dtype = dtype
+  config.model.output_stride = output_stride
   layout = layouts.get_layout(config.data.layout)
   n = layout.num_points
   metadata = {"crop_size": CROP, "crop_context": 2.2,
@@ -105,7 +106,8 @@ def set_cpu_kernels(spec: str) -> None:
   conv_lib.CPU_KERNELS["bfloat16"].update(parse_cpu_kernels(spec))
 
 
-def worker(width, impl, reps, dtype="float32", cpu_kernels=""):
+def worker(width, impl, reps, dtype="float32", cpu_kernels="",
+           output_stride=1):
   """Times the real train step and the batch-1 forward; returns a dict."""
   import jax
   from sgfan_jax import inference
@@ -113,7 +115,8 @@ def worker(width, impl, reps, dtype="float32", cpu_kernels=""):
   from sgfan_jax import train as train_lib
 
   set_cpu_kernels(cpu_kernels)
-  config, state, batch, step, key = synthetic_step(width, impl, dtype)
+  config, state, batch, step, key = synthetic_step(width, impl, dtype,
+                                                   output_stride)
   holder = [state]
 
   def run_step():
@@ -144,6 +147,9 @@ def main():
   parser.add_argument("--widths", default="64,128,256")
   parser.add_argument("--impls", default="xla,cpu")
   add_dtype_flags(parser)
+  parser.add_argument("--output_strides", default="1",
+                      help="model.output_stride of each row: 1 (128x128 "
+                      "maps, the paper) and/or 2 (64x64 maps)")
   parser.add_argument("--reps", default=json.dumps(
       {"warmup": 1, "train": 3, "fwd1": 7}))
   parser.add_argument("--allocator", default="tuned",
@@ -156,11 +162,13 @@ def main():
   widths = [int(w) for w in args.widths.split(",")]
   impls = args.impls.split(",")
   dtypes = args.dtypes.split(",")
+  strides = [int(s) for s in args.output_strides.split(",")]
   parse_cpu_kernels(args.cpu_kernels)           # fail early on a typo
   reps = json.loads(args.reps)
 
   if args.worker:
-    out = worker(widths[0], args.worker, reps, dtypes[0], args.cpu_kernels)
+    out = worker(widths[0], args.worker, reps, dtypes[0], args.cpu_kernels,
+                 strides[0])
     out["peak_rss_mb"] = resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps(out))
@@ -169,26 +177,32 @@ def main():
   machine = _machine()
   print(f"machine: {machine}", flush=True)
   results = {}
-  combos = [(impl, dtype) for dtype in dtypes for impl in impls]
+  combos = [(impl, dtype, stride) for stride in strides for dtype in dtypes
+            for impl in impls]
   for i, width in enumerate(widths):
     order = combos if i % 2 == 0 else combos[::-1]
-    for impl, dtype in order:
+    for impl, dtype, stride in order:
       cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl,
              "--widths", str(width), "--reps", json.dumps(reps),
-             "--dtypes", dtype, "--cpu_kernels", args.cpu_kernels]
+             "--dtypes", dtype, "--cpu_kernels", args.cpu_kernels,
+             "--output_strides", str(stride)]
       res = subprocess.run(cmd, check=True, capture_output=True, text=True,
                            env=timing.worker_env(args.allocator))
-      key = (width, impl, dtype)
+      key = (width, impl, dtype, stride)
       results[key] = json.loads(res.stdout.strip().splitlines()[-1])
-      print(f"width {width} {impl} {dtype}: {results[key]}", flush=True)
+      print(f"width {width} {impl} {dtype} stride {stride}: {results[key]}",
+            flush=True)
 
-  lines = ["| width | params | conv_impl | dtype | train step b10 img/s | "
+  lines = ["| width | params | conv_impl | dtype | output maps | "
+           "train step b10 img/s | "
            "step s | fwd b1 ms | peak RSS MB | compile+1st step s |",
-           "|" + " --- |" * 9]
+           "|" + " --- |" * 10]
   for width in widths:
-    for impl, dtype in combos:
-      r = results[(width, impl, dtype)]
+    for impl, dtype, stride in combos:
+      r = results[(width, impl, dtype, stride)]
+      side = 128 // stride
       lines.append(f"| {width} | {r['params']:,} | {impl} | {dtype} | "
+                   f"{side}x{side} | "
                    f"{BATCH / r['train_s']:.3f} | {r['train_s']:.2f} | "
                    f"{r['fwd1_s'] * 1e3:.1f} | {r['peak_rss_mb']:.0f} | "
                    f"{r['compile_s']:.0f} |")

@@ -104,6 +104,11 @@ def get_config():
   # resolution (conv.conv_upsampled2x): the same function and parameters as
   # upsample-then-block (checkpoints do not depend on it), less arithmetic.
   config.model.fuse_upsample = True
+  # Input pixels per output-map pixel: 1 (the paper: 128x128 maps) or 2
+  # (64x64 maps; the branches skip their upsampling: less compute in
+  # training and prediction; project issue 18). Target and Eq. 1 geometry
+  # (targets.*, refine.weight_radius) stay in input pixels.
+  config.model.output_stride = 1
 
   # ---------------------------------------------------------------- targets
   config.targets = ml_collections.ConfigDict()

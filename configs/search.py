@@ -62,6 +62,15 @@ KNOBS = {
     "adamw1e-3": _adamw(1e-3),
     "adamw3e-3": _adamw(3e-3),
     "adamw3e-4": _adamw(3e-4),
+    # Capacity at equal wall clock: 64x64 output maps (model.output_stride).
+    "out64": _set("model.output_stride", 2),
+    "width96": _set("model.width", 96),
+    "width128": _set("model.width", 128),
+    "depth3": _set("model.hourglass_depth", 3),
+    # Face-box jitter: wider scale range and shift (detector-like boxes).
+    "boxjit": lambda c: (_set("augment.scale_min", 0.85)(c),
+                         _set("augment.scale_max", 1.25)(c),
+                         _set("augment.translate_frac", 0.08)(c)),
     # Occluders from the start (configs/lite.py:occluded).
     "occ": lambda c: (_set("occluders.prob", 0.5)(c),
                       _set("occluders.score_target", "visibility")(c)),

@@ -65,11 +65,36 @@ class InferenceSpec:
   input_size: int              # network input side (px)
   window_side: float           # network window side in stored-crop pixels
   subpixel: bool               # Eq. 4 quadratic sub-pixel refinement
-  weight_radius: int           # Eq. 1 window half-width r
+  weight_radius: int           # Eq. 1 window half-width r (input px)
   refine_neighbors: int        # Eq. 2 k nearest exemplars
   refine_threshold: float      # confidence below this = unreliable point
   refine_mode: str             # 'threshold' | 'blend'
   refine_ridge: float
+  output_stride: int = 1       # input px per output-map px (model.py)
+
+  @property
+  def map_weight_radius(self) -> int:
+    """Eq. 1 window half-width in output-map px: floor(r / stride)."""
+    return max(int(self.weight_radius // self.output_stride), 0)
+
+
+def map_to_input(points: jax.Array, stride: int) -> jax.Array:
+  """Output-map coordinates -> network-input coordinates ``[..., 2]``.
+
+  Pixel centres (docs/DESIGN.md: pixel (i, j) is at x=j, y=i): map pixel
+  ``m`` covers input pixels ``s*m .. s*m + s - 1``, centre ``s*m + (s-1)/2``,
+  so ``x_in = s * (x_map + 0.5) - 0.5``; identity at stride 1.
+  """
+  if stride == 1:
+    return points
+  return stride * (points + 0.5) - 0.5
+
+
+def input_to_map(points: jax.Array, stride: int) -> jax.Array:
+  """Inverse of :func:`map_to_input`."""
+  if stride == 1:
+    return points
+  return (points + 0.5) / stride - 0.5
 
 
 def inference_spec(config: ml_collections.ConfigDict,
@@ -94,6 +119,7 @@ def inference_spec(config: ml_collections.ConfigDict,
       refine_threshold=float(config.refine.weight_threshold),
       refine_mode=str(config.refine.mode),
       refine_ridge=float(config.refine.ridge),
+      output_stride=int(config.model.output_stride),
   )
 
 
@@ -185,18 +211,20 @@ def landmarks_from_maps(heatmaps: jax.Array, score_maps: jax.Array,
   """Eq. 4 decoding, Eq. 1 confidence and Eq. 2 refinement on output maps.
 
   Args:
-    heatmaps, score_maps: ``[B, H, W, N]``.
+    heatmaps, score_maps: ``[B, M, M, N]`` (M = input side / stride).
     dictionary: device shape dictionary, or None (no refinement).
     spec: :class:`InferenceSpec`.
 
   Returns:
-    'raw_points' ``[B, N, 2]`` (Eq. 4, map coordinates), 'points' (refined,
-    map coordinates; = raw_points without a dictionary), 'confidence'
-    ``[B, N]`` in [0, 1] (Eq. 1), 'peak' ``[B, N]`` heatmap maxima.
+    'raw_points' ``[B, N, 2]`` (Eq. 4, network-input coordinates), 'points'
+    (refined, input coordinates; = raw_points without a dictionary),
+    'confidence' ``[B, N]`` in [0, 1] (Eq. 1, on the output map), 'peak'
+    ``[B, N]`` heatmap maxima.
   """
   raw, peak = decode.decode_heatmaps(heatmaps, spec.subpixel)
   conf = confidence_lib.landmark_confidence(score_maps, raw,
-                                            spec.weight_radius)
+                                            spec.map_weight_radius)
+  raw = map_to_input(raw, spec.output_stride)
   if dictionary is not None:
     points = refine_lib.refine_shapes(
         raw, conf, dictionary, num_neighbors=spec.refine_neighbors,

@@ -1,7 +1,7 @@
 """The SGFAN network (paper Sec. 3.1, Fig. 2), flax.linen.
 
-Input ``[B, 128, 128, 3]`` float32 -> heatmaps ``[B, 128, 128, N]`` and score
-maps ``[B, 128, 128, N]``.
+Input ``[B, 128, 128, 3]`` float32 -> heatmaps ``[B, M, M, N]`` and score
+maps ``[B, M, M, N]``, M = 128 / ``output_stride`` (the paper: stride 1).
 
 * stem: 7x7 stride-2 conv (3 -> 64, padding 3, no norm before it) to 64x64,
   then three residual blocks 64 -> width/2 -> width/2 -> width;
@@ -34,6 +34,7 @@ from sgfan_jax import conv as conv_lib
 _DEFAULTS = default_config.get_config().model
 
 DTYPES = ("auto", "float32", "bfloat16")
+OUTPUT_STRIDES = (1, 2)
 # model.dtype='auto': the training compute dtype per backend, where it was
 # measured (BENCHMARKS.md, "bfloat16"): on CPU bfloat16 trains SGFAN
 # 1.16x (width 64) / 1.20x (width 256) faster than float32, validation NME
@@ -132,7 +133,10 @@ class Hourglass(nn.Module):
 
 
 class Branch(nn.Module):
-  """One output branch: [B, 64, 64, width] -> [B, 128, 128, N]."""
+  """One output branch: [B, 64, 64, width] -> [B, M, M, N].
+
+  M = 128 with ``output_stride`` 1 (the paper), 64 with 2.
+  """
   num_maps: int
   width: int
   hourglass_depth: int
@@ -141,6 +145,7 @@ class Branch(nn.Module):
   dtype: Any                     # of the activations (BatchNorm outputs)
   head_init_scale: float
   fuse_upsample: bool
+  output_stride: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -148,7 +153,9 @@ class Branch(nn.Module):
         x, train)
     x = ResidualBlock(self.width, self.conv, self.dtype)(x, train)
     x = ResidualBlock(self.branch_channels, self.conv, self.dtype)(x, train)
-    if self.fuse_upsample:
+    if self.output_stride == 2:
+      x = ResidualBlock(self.branch_channels, self.conv, self.dtype)(x, train)
+    elif self.fuse_upsample:
       # Same function and parameters as upsample-then-block, computed at a
       # quarter of the pixels (see ResidualBlock).
       x = ResidualBlock(self.branch_channels, self.conv, self.dtype,
@@ -193,6 +200,9 @@ class SGFAN(nn.Module):
       landmarks.
     fuse_upsample: compute the residual block after the 2x upsampling at
       low resolution (same function and parameters; see ResidualBlock).
+    output_stride: input pixels per output-map pixel: 1 (the paper, maps
+      at the input's side) or 2 (no upsampling in the branches: maps at
+      half the side, a quarter of the pixels).
   """
   num_landmarks: int = 68
   width: int = _DEFAULTS.width
@@ -202,10 +212,17 @@ class SGFAN(nn.Module):
   dtype: Any = _DEFAULTS.dtype   # 'auto' / a name / a dtype: resolve_dtype
   head_init_scale: float = _DEFAULTS.head_init_scale
   fuse_upsample: bool = _DEFAULTS.fuse_upsample
+  output_stride: int = _DEFAULTS.output_stride
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    """images [B, H, W, 3] (H = W = 128) -> (heatmaps, scores) [B, H, W, N]."""
+    """images [B, H, W, 3] (H = W = 128) -> (heatmaps, scores) [B, M, M, N].
+
+    M = H / output_stride.
+    """
+    if self.output_stride not in OUTPUT_STRIDES:
+      raise ValueError(f"model.output_stride must be one of {OUTPUT_STRIDES},"
+                       f" got {self.output_stride!r}")
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"SGFAN expects images [B, H, W, 3], got {images.shape}")
     size = images.shape[1]
@@ -226,7 +243,7 @@ class SGFAN(nn.Module):
     branch = functools.partial(Branch, self.num_landmarks, self.width,
                                self.hourglass_depth, self.branch_channels,
                                conv, act, self.head_init_scale,
-                               self.fuse_upsample)
+                               self.fuse_upsample, self.output_stride)
     heatmaps = branch(name="heatmap_branch")(x, train)
     scores = branch(name="score_branch")(x, train)
     return heatmaps.astype(jnp.float32), scores.astype(jnp.float32)
@@ -241,7 +258,8 @@ def create_model(model_config, num_landmarks: int) -> SGFAN:
                conv_impl=model_config.conv_impl,
                dtype=resolve_dtype(model_config.dtype),
                head_init_scale=model_config.head_init_scale,
-               fuse_upsample=model_config.fuse_upsample)
+               fuse_upsample=model_config.fuse_upsample,
+               output_stride=int(model_config.output_stride))
 
 
 def count_params(params) -> int:

@@ -51,8 +51,9 @@ class StepSpec:
   """
   input_size: int
   window_side: float          # input window side in stored-crop pixels
-  sigma: float
-  score_radius: int
+  sigma: float                # input px
+  score_radius: float         # input px
+  output_stride: int          # targets rendered at input_size / stride
   loss_lambda: float
   heatmap_loss: str           # 'mse' (Eq. 3) | 'awing' (losses.py)
   heatmap_fg_weight: float
@@ -82,7 +83,8 @@ def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
       input_size=infer.input_size,
       window_side=infer.window_side,
       sigma=float(config.targets.sigma),
-      score_radius=int(config.targets.score_radius),
+      score_radius=float(config.targets.score_radius),
+      output_stride=infer.output_stride,
       loss_lambda=float(config.loss_lambda),
       heatmap_loss=str(config.heatmap_loss),
       heatmap_fg_weight=float(config.heatmap_fg_weight),
@@ -144,8 +146,10 @@ def step_inputs(batch: Dict[str, jnp.ndarray], step_rng, spec: StepSpec):
         jax.random.fold_in(step_rng, 1), images, points,
         regions=spec.occluder_regions, prob=occ.prob,
         coverage=(occ.coverage_min, occ.coverage_max))
+  stride = spec.output_stride
   heat_gt, score_gt = targets.render_targets(
-      points, spec.input_size, spec.sigma, spec.score_radius)
+      inference_lib.input_to_map(points, stride), spec.input_size // stride,
+      spec.sigma / stride, spec.score_radius / stride)
   if occluded is not None and occ.score_target == "visibility":
     score_gt = jnp.where(occluded[:, None, None, :], 0.0, score_gt)
   return images, heat_gt, score_gt, occluded

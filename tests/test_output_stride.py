@@ -1,0 +1,72 @@
+"""Output stride 2 (64x64 maps, model.output_stride; issue 18).
+
+The targets are rendered on the coarse map and decoded back: decoding a
+perfect stride-2 target must give the input-pixel points back, and Eq. 1 on
+a perfect score target must give confidence 1 (the window radius is scaled
+to map pixels).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from sgfan_jax import inference
+from sgfan_jax import model as model_lib
+from sgfan_jax import targets
+
+
+def test_map_input_round_trip_and_pixel_centres():
+  pts = np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5], [127.0, 63.2]])
+  # Input pixels 0 and 1 form map pixel 0, whose centre is input x = 0.5.
+  np.testing.assert_allclose(inference.input_to_map(pts, 2)[2], [0.0, 0.0])
+  np.testing.assert_allclose(inference.map_to_input(np.zeros(2), 2), [0.5, 0.5])
+  np.testing.assert_allclose(
+      inference.map_to_input(inference.input_to_map(pts, 2), 2), pts,
+      atol=1e-12)
+  assert inference.map_to_input(pts, 1) is pts
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_decoding_perfect_targets_returns_input_points(stride):
+  rng = np.random.default_rng(0)
+  # Points at map-pixel centres plus up to +-0.05 input px: the Eq. 1 window
+  # (centred on the decoded pixel) then lies inside the score disc.
+  centres = rng.integers(10, 54, size=(2, 68, 2)) * 2 // stride
+  pts = (np.asarray(inference.map_to_input(centres.astype(np.float32), stride))
+         + rng.uniform(-0.05, 0.05, size=(2, 68, 2))).astype(np.float32)
+  cfg = default.get_config()
+  cfg.model.output_stride = stride
+  cfg.targets.sigma = 2.0
+  spec = inference.inference_spec(cfg, {"crop_size": 256,
+                                        "crop_context": 2.0})
+  size = 128 // stride
+  heat, score = targets.render_targets(
+      inference.input_to_map(jnp.asarray(pts), stride), size,
+      cfg.targets.sigma / stride, cfg.targets.score_radius / stride)
+  assert heat.shape == (2, size, size, 68)
+  out = inference.landmarks_from_maps(heat, score, None, spec)
+  err = np.abs(np.asarray(out["raw_points"]) - pts)
+  # Quadratic sub-pixel refinement of a sampled Gaussian: the bias grows
+  # as the Gaussian narrows (sigma 1 map px at stride 2).
+  assert err.max() < 0.25 * stride, err.max()
+  assert spec.map_weight_radius == 2 // stride
+  np.testing.assert_allclose(np.asarray(out["confidence"]), 1.0)
+
+
+def test_stride2_model_output_shape_and_rejects_other_strides():
+  x = jnp.zeros((1, 128, 128, 3))
+  m = model_lib.SGFAN(width=16, hourglass_depth=2, branch_channels=16,
+                      output_stride=2, dtype="float32")
+  v = m.init(jax.random.PRNGKey(0), x)
+  heat, score = m.apply(v, x)
+  assert heat.shape == score.shape == (1, 64, 64, 68)
+  # The stride-1 network has the same parameter tree (the last block just
+  # runs after the upsampling).
+  m1 = m.clone(output_stride=1)
+  v1 = m1.init(jax.random.PRNGKey(0), x)
+  assert (jax.tree_util.tree_structure(v1["params"])
+          == jax.tree_util.tree_structure(v["params"]))
+  with pytest.raises(ValueError, match="output_stride"):
+    m.clone(output_stride=4).init(jax.random.PRNGKey(0), x)
