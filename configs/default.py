@@ -29,6 +29,11 @@ def get_config():
   # TFDS builder name: 'face300w' or 'cofw' (custom builders in tfds_builders/).
   config.data.train_dataset = "face300w"
   config.data.train_split = "train"
+  # Extra training data as 'builder:split' strings, concatenated with the
+  # training split (same layout and crop geometry; e.g. ('ytf68:train',),
+  # the YouTube Faces frames, tfds_builders/ytf68). The shape dictionary of
+  # the refinement is built from the training split alone. () = none.
+  config.data.extra_train_splits = ()
   # Evaluation datasets/splits as 'builder:split' strings.
   config.data.eval_splits = ("face300w:test_common", "face300w:test_challenging",
                              "face300w:test_full")

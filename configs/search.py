@@ -19,6 +19,9 @@ from configs import lite
 
 # Equal budget for every candidate (epochs of the 1,911 training faces).
 SEARCH_EPOCHS = 8
+# face300w:train faces (builder 1.1.0): with extra training data the run
+# keeps the steps of SEARCH_EPOCHS epochs of these.
+FACE300W_TRAIN = 1911
 
 
 def _sigma(s):
@@ -71,6 +74,12 @@ KNOBS = {
     "boxjit": lambda c: (_set("augment.scale_min", 0.85)(c),
                          _set("augment.scale_max", 1.25)(c),
                          _set("augment.translate_frac", 0.08)(c)),
+    # Data: the YouTube Faces frames added (tfds_builders/ytf68, held-out
+    # people excluded), at the same number of steps.
+    "ytf": lambda c: (_set("data.extra_train_splits", ("ytf68:train",))(c),
+                      _set("num_train_steps",
+                           SEARCH_EPOCHS * (FACE300W_TRAIN // c.batch_size)
+                           )(c)),
     # Occluders from the start (configs/lite.py:occluded).
     "occ": lambda c: (_set("occluders.prob", 0.5)(c),
                       _set("occluders.score_target", "visibility")(c)),

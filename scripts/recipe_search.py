@@ -52,7 +52,9 @@ def read_metrics(workdir: pathlib.Path):
 
 def total_steps(name: str) -> int:
   config = search.get_config(name)
-  return config.num_epochs * (1911 // config.batch_size)
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  return config.num_epochs * (search.FACE300W_TRAIN // config.batch_size)
 
 
 def finished(workdir: pathlib.Path, name: str) -> bool:
@@ -112,7 +114,7 @@ def row(name: str, workdir: pathlib.Path) -> str:
       f"{100 * occ['ap']:.1f}",
       curve,
       f"{statistics.median(rates):.1f}" if rates else "-",
-      f"{val[-1][0] / (1911 // search.get_config(name).batch_size):.0f}"
+      f"{val[-1][0] / (search.FACE300W_TRAIN // search.get_config(name).batch_size):.0f}"
       if val else "-",
       f"{secs / 60:.0f} min" if secs else "-",
   ]

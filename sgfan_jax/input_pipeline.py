@@ -19,6 +19,7 @@ number of workers.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import os
@@ -116,6 +117,68 @@ def open_split(builder_name: str, split: str,
       crop_context=float(meta["crop_context"]), layout=str(layout),
       num_examples=len(source))
   return source, metadata
+
+
+class ConcatSource:
+  """Random-access concatenation of data sources (picklable, for grain).
+
+  ``source[i]`` is item ``i - offset_k`` of the k-th source holding
+  position ``i``; ``len`` is the sum of the lengths.
+  """
+
+  def __init__(self, sources: Sequence[Any]):
+    if not sources:
+      raise ValueError("ConcatSource needs at least one source")
+    self._sources = list(sources)
+    self._ends = np.cumsum([len(s) for s in self._sources]).tolist()
+
+  def __len__(self) -> int:
+    return int(self._ends[-1])
+
+  def __getitem__(self, index: int):
+    index = int(index)
+    if index < 0:
+      index += len(self)
+    if not 0 <= index < len(self):
+      raise IndexError(f"index {index} out of range for {len(self)} examples")
+    k = bisect.bisect_right(self._ends, index)
+    start = self._ends[k - 1] if k else 0
+    return self._sources[k][index - start]
+
+
+def open_training_source(config, data_dir: Optional[str] = None
+                         ) -> Tuple[Any, SplitMetadata, Any]:
+  """The training split plus ``config.data.extra_train_splits``.
+
+  Returns:
+    ``(source, metadata, primary)``: the concatenated source, metadata of
+    the whole (``num_examples`` = all faces, ``split`` names every part),
+    and the source of ``data.train_dataset:train_split`` alone (the shape
+    dictionary is built from it).
+
+  Raises:
+    ValueError: an extra split whose layout or stored-crop geometry differs
+      from the training split's (the message names both).
+  """
+  primary, meta = open_split(config.data.train_dataset,
+                             config.data.train_split, data_dir)
+  extras = tuple(config.data.get("extra_train_splits", ()) or ())
+  if not extras:
+    return primary, meta, primary
+  sources, names = [primary], [f"{meta.dataset}:{meta.split}"]
+  for spec in extras:
+    source, m = open_split(*parse_split_spec(spec), data_dir)
+    for key in ("layout", "crop_size", "crop_context"):
+      if getattr(m, key) != getattr(meta, key):
+        raise ValueError(
+            f"data.extra_train_splits: {spec} has {key} {getattr(m, key)!r}, "
+            f"the training split {names[0]} has {getattr(meta, key)!r}")
+    sources.append(source)
+    names.append(spec)
+  source = ConcatSource(sources)
+  return source, dataclasses.replace(
+      meta, split="+".join([meta.split] + list(extras)),
+      num_examples=len(source)), primary
 
 
 # --------------------------------------------------------------- per example

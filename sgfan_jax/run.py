@@ -78,10 +78,10 @@ def train_and_evaluate(config, workdir: str) -> Optional[Dict[str, Any]]:
       f.write(config.to_json_best_effort(indent=2))
   layout = layouts.get_layout(config.data.layout)
   data_dir = config.data.data_dir
-  train_source, train_meta = None, None
+  train_source, train_meta, shape_source = None, None, None
   try:
-    train_source, meta = input_pipeline.open_split(
-        config.data.train_dataset, config.data.train_split, data_dir)
+    train_source, meta, shape_source = input_pipeline.open_training_source(
+        config, data_dir)
     train_meta = dataclasses.asdict(meta)
   except FileNotFoundError:
     if not config.eval_only:
@@ -91,7 +91,8 @@ def train_and_evaluate(config, workdir: str) -> Optional[Dict[str, Any]]:
                      f"from config.data.layout {layout.name}")
   if train_meta is not None and jax.process_index() == 0:
     inference.write_dataset_meta(workdir, train_meta)
-  dictionary = load_dictionary(config, workdir, train_source)
+  # D_S comes from the training split's own shapes (not the extra splits).
+  dictionary = load_dictionary(config, workdir, shape_source)
 
   if not config.eval_only:
     model_apply = inference.create_model(config).apply

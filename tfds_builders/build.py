@@ -31,6 +31,7 @@ from sgfan_jax import crop
 BUILDERS = {
     "face300w": "tfds_builders.face300w.face300w_dataset_builder",
     "cofw": "tfds_builders.cofw.cofw_dataset_builder",
+    "ytf68": "tfds_builders.ytf68.ytf68_dataset_builder",
 }
 
 
