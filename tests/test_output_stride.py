@@ -70,3 +70,37 @@ def test_stride2_model_output_shape_and_rejects_other_strides():
           == jax.tree_util.tree_structure(v["params"]))
   with pytest.raises(ValueError, match="output_stride"):
     m.clone(output_stride=4).init(jax.random.PRNGKey(0), x)
+
+
+def test_stride2_step_targets_decode_to_the_augmented_points(
+    sample_tfds_dir):
+  """The train step's own stride-2 targets, decoded by the prediction code,
+  give back the augmented input points (train and inference agree on the
+  map geometry)."""
+  from sgfan_jax import augment
+  from sgfan_jax import train
+  from tfds_builders import build
+  import types
+  builder = build.load_builder("face300w", sample_tfds_dir)
+  src = builder.as_data_source(split="train")
+  batch = {k: np.stack([np.asarray(src[i][k]) for i in range(4)])
+           for k in ("image", "landmarks", "visible")}
+  meta = dict(builder.info.metadata)
+  cfg = default.get_config()
+  cfg.model.output_stride = 2
+  cfg.targets.sigma = 2.0
+  spec = train.step_spec(cfg, meta)
+  rng = jax.random.PRNGKey(3)
+  images, heat, score, _ = train.step_inputs(batch, rng, spec)
+  assert images.shape == (4, 128, 128, 3) and heat.shape == (4, 64, 64, 68)
+  _, points, _ = augment.train_transform(
+      rng, batch["image"], batch["landmarks"], batch["visible"],
+      aug=types.SimpleNamespace(**dict(spec.aug)),
+      flip_perm=jnp.asarray(spec.flip_perm), window_side=spec.window_side,
+      out_size=spec.input_size)
+  out = inference.landmarks_from_maps(heat, score, None, spec.inference)
+  inside = np.all((np.asarray(points) > 2) & (np.asarray(points) < 125), -1)
+  err = np.linalg.norm(np.asarray(out["raw_points"]) - np.asarray(points),
+                       axis=-1)
+  assert inside.mean() > 0.9
+  assert np.median(err[inside]) < 0.2 and err[inside].max() < 0.5, err.max()

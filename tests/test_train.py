@@ -44,9 +44,12 @@ def fixed_batches(examples, batch_size):
   return from_step
 
 
-def test_train_step_compiles_once_and_loss_falls(sample):
+@pytest.mark.parametrize("output_stride", [1, 2])
+def test_train_step_compiles_once_and_loss_falls(sample, output_stride):
   examples, meta = sample
   config = test_config.get_config()
+  config.model.output_stride = output_stride
+  chex.clear_trace_counter()           # parametrized: one count per case
   # LeCun-scale heads (PyTorch-like init): the loss starts at unit-variance
   # noise over every map pixel and must fall fast (the small default head
   # init starts near the all-zero plateau instead).
