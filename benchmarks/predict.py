@@ -268,7 +268,8 @@ def worker(args):
   lms = {}
   for b in BATCHES:
     t0 = time.perf_counter()
-    lms[b] = sgfan_jax.Landmarker.from_pretrained(batch_size=b)
+    lms[b] = sgfan_jax.Landmarker.from_pretrained(
+        *([args.model] if args.model else []), batch_size=b)
     out[f"load_s_b{b}"] = time.perf_counter() - t0
   lm8 = lms[BATCHES[-1]]
   out["model"] = os.path.relpath(lm8.bundle.source, REPO)
@@ -428,6 +429,9 @@ def main(argv=None):
   p.add_argument("--out_md", default=str(REPO / "benchmarks/results/"
                                           "predict.md"),
                  help="result file ('' = print only)")
+  p.add_argument("--model", default="",
+                 help="shipped model name or a model folder ('' = the "
+                 "default shipped model)")
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
 
