@@ -10,7 +10,7 @@ from configs import default
 from sgfan_jax import run
 
 CONFIGS = ("default", "face300w", "face300w_gpu", "cofw", "lite", "test",
-           "search")
+           "search", "shipped")
 
 
 def _flat(d, prefix=""):
@@ -65,3 +65,15 @@ def test_gpu_config_runs_a_few_steps_on_cpu(sample_tfds_dir, tmp_path):
   assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
   assert lines[0]["lr"] == pytest.approx(2e-4)
   assert (tmp_path / "checkpoints" / "2").is_dir()
+
+
+def test_shipped_occlusion_stage_continues_the_main_run():
+  shipped = importlib.import_module("configs.shipped")
+  main, occ = shipped.get_config(), shipped.get_config("occluded_finetune")
+  # Same network, targets and optimiser (init_from restores its state).
+  assert occ.model == main.model and occ.targets == main.targets
+  assert occ.optimizer == main.optimizer == "adamw"
+  assert occ.num_epochs == main.num_epochs + shipped.OCC_EPOCHS
+  assert main.occluders.prob == 0 and occ.occluders.prob > 0
+  with pytest.raises(ValueError, match="occluded_finetune"):
+    shipped.get_config("nope")
