@@ -33,6 +33,8 @@ def get_config():
   # training split (same layout and crop geometry; e.g. ('ytf68:train',),
   # the YouTube Faces frames, tfds_builders/ytf68). The shape dictionary of
   # the refinement is built from the training split alone. () = none.
+  # An epoch is then one pass over all of it: num_epochs, warmup_epochs,
+  # lr_drop_epochs and eval.every_epochs count epochs of the union.
   config.data.extra_train_splits = ()
   # Evaluation datasets/splits as 'builder:split' strings.
   config.data.eval_splits = ("face300w:test_common", "face300w:test_challenging",
@@ -179,7 +181,7 @@ def get_config():
   # -------------------------------------------------------------- evaluation
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 10             # padded with a mask, never dropped
-  config.eval.every_epochs = 1            # validation (for the best ckpt)
+  config.eval.every_epochs = 1.0          # validation (for the best ckpt)
   config.eval.failure_threshold = 0.10    # NME above this = failure
   config.eval.auc_threshold = 0.08        # AUC up to this NME (300-W: 0.08)
   config.eval.num_vis_images = 8          # images with landmarks in report

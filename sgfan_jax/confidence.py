@@ -27,6 +27,10 @@ Two choices the paper leaves open, made here:
   perfect disc would fill only 29/49 = 0.59 of the window. Use
   :func:`default_weight_radius` to derive it from another ``score_radius``.
   The caller passes ``radius`` (e.g. ``config.refine.weight_radius``).
+  On coarse maps (``model.output_stride`` 2: a disc of 1.5 map px) that
+  margin is gone: a 3x3 window would give a perfect point as little as 4/9.
+  There the prediction code uses :func:`offset_safe_weight_radius`, the
+  largest window that stays inside the disc for any sub-pixel offset.
 
 Decoded points outside the map are first clipped to it (the nearest in-map
 pixel), so every window has at least one in-bounds pixel.
@@ -50,6 +54,20 @@ def default_weight_radius(score_radius: float) -> int:
     ``floor(score_radius / sqrt(2))`` (at least 0).
   """
   return max(int(math.floor(score_radius / math.sqrt(2.0) + 1e-9)), 0)
+
+
+def offset_safe_weight_radius(score_radius: float) -> int:
+  """Largest half-width ``r`` whose window, centred on the pixel nearest to
+  any point, lies inside the disc of radius ``score_radius`` around it.
+
+  The window's farthest corner is ``(r + 0.5) * sqrt(2)`` from the point
+  when the point is half a pixel off the centre in x and y, so ``r`` is the
+  largest with ``(r + 0.5) * sqrt(2) <= score_radius`` (at least 0: then w is
+  the score at the nearest pixel, inside the disc whenever the radius is at
+  least sqrt(2) / 2).
+  """
+  r = math.floor(score_radius / math.sqrt(2.0) - 0.5 + 1e-9)
+  return max(int(r), 0)
 
 
 def _weights_one(score_maps: jax.Array, points: jax.Array,

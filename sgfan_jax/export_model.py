@@ -50,8 +50,10 @@ def export(workdir: str, out: str, step: Optional[int] = None) -> dict:
       "val_nme": metrics.get(ckpt_lib.VAL_METRIC),
       "val_split": bundle.config.data.val_split,
       "val_normalization": bundle.config.eval.val_normalization,
-      "train_split": (f"{bundle.config.data.train_dataset}:"
-                      f"{bundle.config.data.train_split}"),
+      "train_split": "+".join(
+          [f"{bundle.config.data.train_dataset}:"
+           f"{bundle.config.data.train_split}"]
+          + list(bundle.config.data.get("extra_train_splits", ()) or ())),
   })
   progress = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(progress):

@@ -71,11 +71,23 @@ class InferenceSpec:
   refine_mode: str             # 'threshold' | 'blend'
   refine_ridge: float
   output_stride: int = 1       # input px per output-map px (model.py)
+  score_radius: float = 3.0    # score target disc radius (input px)
 
   @property
   def map_weight_radius(self) -> int:
-    """Eq. 1 window half-width in output-map px: floor(r / stride)."""
-    return max(int(self.weight_radius // self.output_stride), 0)
+    """Eq. 1 window half-width in output-map px.
+
+    Stride 1 (the paper): ``weight_radius``. Coarser maps: ``floor(r /
+    stride)``, at most :func:`confidence.offset_safe_weight_radius` of the
+    disc on the map (``score_radius / stride``), so a perfect score map
+    gives w = 1 at any sub-pixel offset (a 3x3 window on the 1.5 px disc
+    of stride 2 would give as little as 4/9).
+    """
+    if self.output_stride == 1:
+      return self.weight_radius
+    return min(max(int(self.weight_radius // self.output_stride), 0),
+               confidence_lib.offset_safe_weight_radius(
+                   self.score_radius / self.output_stride))
 
 
 def map_to_input(points: jax.Array, stride: int) -> jax.Array:
@@ -120,6 +132,7 @@ def inference_spec(config: ml_collections.ConfigDict,
       refine_mode=str(config.refine.mode),
       refine_ridge=float(config.refine.ridge),
       output_stride=int(config.model.output_stride),
+      score_radius=float(config.targets.score_radius),
   )
 
 

@@ -166,7 +166,15 @@ def open_training_source(config, data_dir: Optional[str] = None
   if not extras:
     return primary, meta, primary
   sources, names = [primary], [f"{meta.dataset}:{meta.split}"]
+  held_out = {config.data.val_split, *config.data.eval_splits} - {""}
   for spec in extras:
+    if spec in names:
+      raise ValueError(f"data.extra_train_splits: {spec} is already in the "
+                       f"training data ({' + '.join(names)})")
+    if spec in held_out:
+      raise ValueError(f"data.extra_train_splits: {spec} is a validation or "
+                       "evaluation split (data.val_split / data.eval_splits);"
+                       " training on it would leak it")
     source, m = open_split(*parse_split_spec(spec), data_dir)
     for key in ("layout", "crop_size", "crop_context"):
       if getattr(m, key) != getattr(meta, key):

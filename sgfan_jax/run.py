@@ -86,6 +86,11 @@ def train_and_evaluate(config, workdir: str) -> Optional[Dict[str, Any]]:
   except FileNotFoundError:
     if not config.eval_only:
       raise
+    try:      # evaluation needs only the training split's shapes (D_S)
+      shape_source, _ = input_pipeline.open_split(
+          config.data.train_dataset, config.data.train_split, data_dir)
+    except FileNotFoundError:
+      pass
   if train_meta is not None and train_meta["layout"] != layout.name:
     raise ValueError(f"training split layout {train_meta['layout']} differs "
                      f"from config.data.layout {layout.name}")

@@ -51,14 +51,17 @@ def test_person_of_and_bad_names():
     ytf.person_of("nodigits.jpg")
 
 
-def test_val_people_is_a_stable_hash_choice():
-  people = [f"P{i}" for i in range(50)]
+def test_val_people_is_the_documented_hash_choice():
+  import hashlib
+  people = [f"P{i}" for i in range(50)] * 3        # repeated frames
   held = ytf.val_people(people)
-  assert len(held) == 5
-  # Adding people never moves a kept person into val unless it outranks it.
-  more = ytf.val_people(people + [f"Q{i}" for i in range(50)])
-  assert len(more) == 10
-  assert ytf.val_people(["only"]) == frozenset()
+  # Independent reference: the 5 people (10 % of 50) with the lowest
+  # sha256("0:" + person), whatever the order of the frames.
+  ranked = sorted(set(people),
+                  key=lambda p: hashlib.sha256(f"0:{p}".encode()).hexdigest())
+  assert held == frozenset(ranked[:5])
+  assert ytf.val_people(people[::-1]) == held
+  assert ytf.val_people(["only", "only"]) == frozenset()
 
 
 def test_bad_csv_row_names_file_and_line(tmp_path):
@@ -119,6 +122,12 @@ def test_open_training_source_concatenates_and_checks_geometry(tmp_path):
   assert meta.num_examples == len(source) == 9
   assert len(primary) < 9 and meta.split == "train+ytf68:val"
   assert source[len(primary)]["file_name"] != source[0]["file_name"]
+  # The training split itself, or a validation split, is refused.
+  for spec, msg in (("ytf68:train", "already in the training data"),
+                    ("face300w:val", "would leak")):
+    cfg.data.extra_train_splits = (spec,)
+    with pytest.raises(ValueError, match=msg):
+      input_pipeline.open_training_source(cfg, data_dir)
   cfg.data.extra_train_splits = ("ytf68:nosuch",)
   with pytest.raises(ValueError, match="no split 'nosuch'"):
     input_pipeline.open_training_source(cfg, data_dir)

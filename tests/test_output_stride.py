@@ -51,8 +51,51 @@ def test_decoding_perfect_targets_returns_input_points(stride):
   # Quadratic sub-pixel refinement of a sampled Gaussian: the bias grows
   # as the Gaussian narrows (sigma 1 map px at stride 2).
   assert err.max() < 0.25 * stride, err.max()
-  assert spec.map_weight_radius == 2 // stride
+  # Stride 1: the paper's 5x5 window; stride 2: the disc is 1.5 map px, the
+  # offset-safe window is the nearest pixel.
+  assert spec.map_weight_radius == {1: 2, 2: 0}[stride]
   np.testing.assert_allclose(np.asarray(out["confidence"]), 1.0)
+
+
+@pytest.mark.parametrize("stride,floor", [(1, 0.92), (2, 1.0)])
+def test_perfect_score_maps_are_confident_at_any_subpixel_offset(stride,
+                                                                  floor):
+  """Eq. 1 on a perfect target for points anywhere between pixel centres:
+  w >= 0.92 at stride 1 (confidence.py), exactly 1 at stride 2."""
+  rng = np.random.default_rng(1)
+  pts = rng.uniform(16, 112, size=(4, 68, 2)).astype(np.float32)
+  cfg = default.get_config()
+  cfg.model.output_stride = stride
+  spec = inference.inference_spec(cfg, {"crop_size": 256,
+                                        "crop_context": 2.0})
+  heat, score = targets.render_targets(
+      inference.input_to_map(jnp.asarray(pts), stride), 128 // stride,
+      cfg.targets.sigma / stride, cfg.targets.score_radius / stride)
+  out = inference.landmarks_from_maps(heat, score, None, spec)
+  conf = np.asarray(out["confidence"])
+  assert conf.min() >= floor - 1e-6, conf.min()
+  # The naive floor(r / stride) = 1 window on the stride-2 map would not be
+  # (as little as 4/9 for a point half a map pixel off in x and y).
+  if stride == 2:
+    from sgfan_jax import confidence
+    from sgfan_jax import decode
+    raw, _ = decode.decode_heatmaps(heat, True)
+    naive = np.asarray(confidence.landmark_confidence(score, raw, 1))
+    assert naive.min() < 0.75
+
+
+def test_offset_safe_radius_against_brute_force():
+  from sgfan_jax import confidence
+  offsets = np.stack(np.meshgrid(np.linspace(-0.5, 0.5, 21),
+                                 np.linspace(-0.5, 0.5, 21)), -1).reshape(-1, 2)
+  for radius in (0.8, 1.5, 2.2, 3.0, 4.0, 6.5):
+    def safe(r):
+      d = np.arange(-r, r + 1)
+      corners = np.stack(np.meshgrid(d, d), -1).reshape(-1, 2)
+      dist = np.linalg.norm(corners[None] - offsets[:, None], axis=-1)
+      return dist.max() <= radius + 1e-9
+    want = max([r for r in range(8) if safe(r)], default=0)
+    assert confidence.offset_safe_weight_radius(radius) == want, radius
 
 
 def test_stride2_model_output_shape_and_rejects_other_strides():
