@@ -38,8 +38,9 @@ OUTPUT_STRIDES = (1, 2)
 # model.dtype='auto': the training compute dtype per backend, where it was
 # measured (BENCHMARKS.md, "bfloat16"): on CPU bfloat16 trains SGFAN
 # 1.16x (width 64) / 1.20x (width 256) faster than float32, validation NME
-# within run-to-run noise at the end of the schedule (from scratch one of
-# two seeds lagged early; no full 80-epoch bfloat16 run yet). Backends
+# within run-to-run noise at the end of the schedule, and a paired 16-epoch
+# run from scratch (same seed and data order) within -2.5..+1.4 points of
+# float32 with no lag (docs/RECIPE_SEARCH.md, "bfloat16"). Backends
 # without an entry (GPU/TPU: not measured) compute in float32.
 AUTO_DTYPE = {"cpu": "bfloat16"}
 
