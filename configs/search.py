@@ -80,6 +80,7 @@ KNOBS = {
     "adamw1e-3": _adamw(1e-3),
     "adamw3e-3": _adamw(3e-3),
     "adamw3e-4": _adamw(3e-4),
+    "adamw1e-2": _adamw(1e-2),
     # Capacity at equal wall clock: 64x64 output maps (model.output_stride).
     "out64": _set("model.output_stride", 2),
     "width96": _set("model.width", 96),
