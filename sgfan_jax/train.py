@@ -49,11 +49,7 @@ class StepSpec:
   Built from the config and the dataset metadata by ``step_spec``; the
   prediction constants (shared with inference) are ``spec.inference``.
   """
-  input_size: int
-  window_side: float          # input window side in stored-crop pixels
-  sigma: float                # input px
-  score_radius: float         # input px
-  output_stride: int          # targets rendered at input_size / stride
+  sigma: float                # heatmap target sigma (input px)
   loss_lambda: float
   heatmap_loss: str           # 'mse' (Eq. 3) | 'awing' (losses.py)
   heatmap_fg_weight: float
@@ -64,6 +60,26 @@ class StepSpec:
   occluders: tuple            # sorted (name, value) of config.occluders
   occluder_regions: tuple     # point indices per region (occluders.py)
   inference: inference_lib.InferenceSpec
+
+  # The geometry lives once, in ``inference`` (shared with prediction).
+  @property
+  def input_size(self) -> int:
+    return self.inference.input_size
+
+  @property
+  def window_side(self) -> float:
+    """Network window side in stored-crop pixels."""
+    return self.inference.window_side
+
+  @property
+  def score_radius(self) -> float:
+    """Score target disc radius (input px)."""
+    return self.inference.score_radius
+
+  @property
+  def output_stride(self) -> int:
+    """Targets are rendered at ``input_size / output_stride``."""
+    return self.inference.output_stride
 
 
 def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
@@ -80,11 +96,7 @@ def step_spec(config, metadata: Dict[str, Any]) -> StepSpec:
   occluders_lib.check_settings(occ.prob, (occ.coverage_min, occ.coverage_max),
                                occ.score_target)
   return StepSpec(
-      input_size=infer.input_size,
-      window_side=infer.window_side,
       sigma=float(config.targets.sigma),
-      score_radius=float(config.targets.score_radius),
-      output_stride=infer.output_stride,
       loss_lambda=float(config.loss_lambda),
       heatmap_loss=str(config.heatmap_loss),
       heatmap_fg_weight=float(config.heatmap_fg_weight),
