@@ -24,6 +24,11 @@ inter-pupil NME on face300w:val).
 of the main run, a synthetic occluder in half of the images with score
 target 0 under it (sgfan_jax/occluders.py), AdamW at a constant
 OCC_LEARNING_RATE.
+
+``:occluded_finetune_long``: the same occluders for OCC_LONG_EPOCHS more
+epochs at a real learning rate, OCC_LONG_LEARNING_RATE dropped 10x at each
+epoch of OCC_LONG_DROPS (counted from the end of the main run). The two
+stages are compared on face300w:val in docs/RECIPE_SEARCH.md.
 """
 
 import ml_collections
@@ -33,6 +38,10 @@ from configs import lite
 SHIPPED_EPOCHS = 60
 OCC_EPOCHS = 2
 OCC_LEARNING_RATE = 5e-5
+OCC_LONG_EPOCHS = 4
+OCC_LONG_LEARNING_RATE = 1e-3
+OCC_LONG_DROPS = (2, 3)
+STAGES = ("occluded_finetune", "occluded_finetune_long")
 
 
 def get_config(arg: str = ""):
@@ -45,15 +54,21 @@ def get_config(arg: str = ""):
   config.weight_decay = 1e-4
   config.targets.sigma = 2.0
   config.model.output_stride = 2
-  if arg == "occluded_finetune":
-    config.num_epochs = SHIPPED_EPOCHS + OCC_EPOCHS
+  if arg and arg not in STAGES:
+    raise ValueError(f"unknown shipped config argument {arg!r} (known: "
+                     f"{', '.join(STAGES)})")
+  if arg:
     config.lr_schedule = "step"
-    config.lr_drop_epochs = ()
-    config.learning_rate = OCC_LEARNING_RATE
     config.occluders.prob = 0.5
     config.occluders.score_target = "visibility"
     config.checkpoint.init_from = ml_collections.config_dict.placeholder(str)
-  elif arg:
-    raise ValueError(f"unknown shipped config argument {arg!r} (known: "
-                     "'occluded_finetune')")
+  if arg == "occluded_finetune":
+    config.num_epochs = SHIPPED_EPOCHS + OCC_EPOCHS
+    config.lr_drop_epochs = ()
+    config.learning_rate = OCC_LEARNING_RATE
+  elif arg == "occluded_finetune_long":
+    config.num_epochs = SHIPPED_EPOCHS + OCC_LONG_EPOCHS
+    config.lr_drop_epochs = tuple(SHIPPED_EPOCHS + e for e in OCC_LONG_DROPS)
+    config.lr_drop_factor = 0.1
+    config.learning_rate = OCC_LONG_LEARNING_RATE
   return config

@@ -75,5 +75,11 @@ def test_shipped_occlusion_stage_continues_the_main_run():
   assert occ.optimizer == main.optimizer == "adamw"
   assert occ.num_epochs == main.num_epochs + shipped.OCC_EPOCHS
   assert main.occluders.prob == 0 and occ.occluders.prob > 0
+  long = shipped.get_config("occluded_finetune_long")
+  assert long.model == main.model and long.occluders == occ.occluders
+  assert long.num_epochs == main.num_epochs + shipped.OCC_LONG_EPOCHS
+  # Its drops fall inside the stage, after the main run's last epoch.
+  assert all(main.num_epochs < e < long.num_epochs
+             for e in long.lr_drop_epochs)
   with pytest.raises(ValueError, match="occluded_finetune"):
     shipped.get_config("nope")
