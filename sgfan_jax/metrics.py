@@ -472,3 +472,20 @@ def choose_flag_threshold(rows, max_clean_rate: float):
     raise ValueError(f"no threshold flags <= {max_clean_rate:.0%} of the "
                      "clean points")
   return max(ok, key=lambda r: (r[4], -r[0]))
+
+
+def choose_refine_threshold(rows):
+  """The refinement threshold with the lowest mean of clean and occluded NME.
+
+  Args:
+    rows: ``(t, clean_nme, occluded_nme)`` per tried ``refine.weight_threshold``
+      ``t`` (points with Eq. 1 confidence below ``t`` are re-estimated by
+      Eq. 2): mean NME of the clean faces and of their occluded copy.
+
+  Returns:
+    the chosen row; the clean faces and the occluded copy weigh the same
+    (ties: the higher ``t``, the paper's side).
+  """
+  if not rows:
+    raise ValueError("no refinement thresholds to choose from")
+  return min(rows, key=lambda r: (0.5 * (r[1] + r[2]), -r[0]))

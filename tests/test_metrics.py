@@ -362,3 +362,16 @@ def test_flag_threshold_sweep_hand_computed():
   assert m.choose_flag_threshold(rows, 0.1)[0] == 0.25
   with pytest.raises(ValueError, match="no threshold"):
     m.choose_flag_threshold(rows[1:], 0.1)
+
+
+def test_choose_refine_threshold_weighs_clean_and_occluded_equally():
+  # Means: 0.5 -> (0.050 + 0.110) / 2 = 0.080; 0.3 -> (0.046 + 0.112) / 2 =
+  # 0.079 (best: the lower clean error outweighs the worse occluded one);
+  # 0.1 -> (0.044 + 0.130) / 2 = 0.087.
+  rows = [(0.5, 0.050, 0.110), (0.3, 0.046, 0.112), (0.1, 0.044, 0.130)]
+  assert metrics.choose_refine_threshold(rows)[0] == 0.3
+  # A tie goes to the higher threshold.
+  assert metrics.choose_refine_threshold([(0.2, 0.25, 0.5), (0.4, 0.5, 0.25)]
+                                   )[0] == 0.4
+  with pytest.raises(ValueError, match="no refinement thresholds"):
+    metrics.choose_refine_threshold([])
