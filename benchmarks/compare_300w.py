@@ -108,6 +108,24 @@ def val_faces(data_root) -> List[str]:
   return sorted(rel for rel, _, _ in b.train_val_faces(data_root)[1])
 
 
+def val_with_occluded_copy(data_root, seed: int = 0):
+  """face300w:val and its seeded occluded copy (built into /tmp once).
+
+  Returns ``(names, clean, occluded, mask)``: the val faces, their
+  ``load_set`` records clean and occluded, and the bool ``[F, N]`` occluder
+  mask of the copy (the calibration scripts' common input).
+  """
+  subsets, names = split_names(data_root, "val")
+  occ_dir = pathlib.Path(f"/tmp/sgfan_occluded_300w_val_seed{seed}")
+  if not (occ_dir / "occlusion.json").is_file():
+    occlusion_copy.build_occluded_copy(data_root, subsets, occ_dir, seed,
+                                       names=names)
+  doc = occlusion_copy.load_occlusion(occ_dir)
+  mask = np.array([doc["faces"][n]["occluded"] for n in names], bool)
+  return (names, load_set(data_root, names, "clean"),
+          load_set(occ_dir, names, "occluded"), mask)
+
+
 def load_set(root, faces, tag):
   """Images, GT points and landmark boxes of ``faces`` under ``root``."""
   out = []
@@ -184,6 +202,17 @@ def run_dlib(data, protocol, bm):
     out.append(pred(d["image"], box))
   return {"dlib": {"points": np.stack(out),
                    "seconds": time.perf_counter() - t0}}
+
+
+def model_bundle(model_dir: str = "", workdir: str = ""):
+  """``(model_dir, bundle)``: a model folder (default: the shipped model),
+  or a training workdir's latest checkpoint when ``workdir`` is given."""
+  from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
+  from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
+  model_dir = model_dir or os.path.join(landmarker.PRETRAINED_DIR,
+                                        landmarker.DEFAULT_MODEL)
+  return model_dir, (inference.load_workdir(workdir) if workdir
+                     else inference.load_model(model_dir))
 
 
 def load_ours(workdir: Optional[str], step: Optional[int],

@@ -26,7 +26,6 @@ detector benchmark (benchmarks/detectors.py) and the tests are held out.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
@@ -40,7 +39,6 @@ from benchmarks import compare_300w  # pylint: disable=g-import-not-at-top
 from sgfan_jax import box_map as box_map_lib  # pylint: disable=g-import-not-at-top
 from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
 from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
-from sgfan_jax import occlusion_copy  # pylint: disable=g-import-not-at-top
 
 NEG_MAX_IOU = 0.05
 
@@ -117,21 +115,16 @@ def main(argv=None):
   args = p.parse_args(argv)
   rng = np.random.default_rng(args.seed)
   root = compare_300w.data_root_or_exit(args.data)
-  subsets, val = compare_300w.split_names(root, "val")
-  occ_dir = pathlib.Path("/tmp/sgfan_occluded_300w_val_seed0")
-  if not (occ_dir / "occlusion.json").is_file():
-    occlusion_copy.build_occluded_copy(root, subsets, occ_dir, 0, names=val)
+  val, clean_set, occ_set, _ = compare_300w.val_with_occluded_copy(root, 0)
   from tfds_builders.face300w import face300w_dataset_builder as b  # pylint: disable=g-import-not-at-top
   train = sorted(rel for rel, _, _ in b.train_val_faces(root)[0])
   train = [train[i] for i in np.unique(np.linspace(
       0, len(train) - 1, args.train_photos).round().astype(int))]
-  model_dir = args.model or str(pathlib.Path(landmarker.PRETRAINED_DIR) /
-                                landmarker.DEFAULT_MODEL)
-  lm = landmarker.Landmarker(inference.load_model(model_dir), detector="none")
+  model_dir, bundle = compare_300w.model_bundle(args.model)
+  lm = landmarker.Landmarker(bundle, detector="none")
 
   pos = {}
-  for tag, folder in (("clean", root), ("occluded", occ_dir)):
-    data = compare_300w.load_set(folder, val, tag)
+  for tag, data in (("clean", clean_set), ("occluded", occ_set)):
     pos[tag] = confidences(lm, [d["image"] for d in data],
                       [jittered_boxes(d["box"], rng, args.jitters)
                        for d in data])
@@ -177,10 +170,8 @@ def main(argv=None):
   if args.out_md:
     pathlib.Path(args.out_md).write_text(text)
   if args.write:
-    path = pathlib.Path(model_dir) / inference.CONFIG_FILE
-    saved = json.loads(path.read_text())
-    saved.setdefault("predict", {})["min_face_score"] = t
-    path.write_text(json.dumps(saved, indent=2) + "\n")
+    path = inference.set_model_config_value(model_dir, "predict",
+                                            "min_face_score", t)
     print(f"wrote predict.min_face_score = {t} into {path}")
 
 

@@ -24,11 +24,9 @@ occluded_threshold``), so ``Landmarker`` uses it::
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
-import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -38,7 +36,6 @@ from benchmarks import compare_300w  # pylint: disable=g-import-not-at-top
 from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
 from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
 from sgfan_jax import metrics  # pylint: disable=g-import-not-at-top
-from sgfan_jax import occlusion_copy  # pylint: disable=g-import-not-at-top
 
 def confidences(lm, data):
   out = compare_300w.run_ours(lm, data, "landmark", batch_size=16)
@@ -58,21 +55,12 @@ def main(argv=None):
   p.add_argument("--out_md", default="")
   args = p.parse_args(argv)
   data_root = compare_300w.data_root_or_exit(args.data)
-  subsets, names = compare_300w.split_names(data_root, "val")
-  occ_dir = pathlib.Path(f"/tmp/sgfan_occluded_300w_val_seed"
-                         f"{args.occlusion_seed}")
-  if not (occ_dir / "occlusion.json").is_file():
-    occlusion_copy.build_occluded_copy(data_root, subsets, occ_dir,
-                                       args.occlusion_seed, names=names)
-  doc = occlusion_copy.load_occlusion(occ_dir)
-  mask = np.array([doc["faces"][n]["occluded"] for n in names], bool)
-  model_dir = args.model or str(pathlib.Path(landmarker.PRETRAINED_DIR) /
-                                landmarker.DEFAULT_MODEL)
-  bundle = (inference.load_workdir(args.workdir) if args.workdir
-            else inference.load_model(model_dir))
+  names, clean_set, occ_set, mask = compare_300w.val_with_occluded_copy(
+      data_root, args.occlusion_seed)
+  model_dir, bundle = compare_300w.model_bundle(args.model, args.workdir)
   lm = landmarker.Landmarker(bundle, detector="none")
-  clean = confidences(lm, compare_300w.load_set(data_root, names, "clean"))
-  occ = confidences(lm, compare_300w.load_set(occ_dir, names, "occluded"))
+  clean = confidences(lm, clean_set)
+  occ = confidences(lm, occ_set)
   rows = metrics.flag_threshold_sweep(clean, occ, mask)
   best = metrics.choose_flag_threshold(rows, args.max_clean_rate)
   old = landmarker.flag_threshold(bundle.config)
@@ -104,10 +92,8 @@ def main(argv=None):
   if args.write:
     if args.workdir:
       raise SystemExit("--write needs --model (a model folder)")
-    path = pathlib.Path(model_dir) / inference.CONFIG_FILE
-    saved = json.loads(path.read_text())
-    saved.setdefault("predict", {})["occluded_threshold"] = best[0]
-    path.write_text(json.dumps(saved, indent=2) + "\n")
+    path = inference.set_model_config_value(model_dir, "predict",
+                                            "occluded_threshold", best[0])
     print(f"wrote predict.occluded_threshold = {best[0]} into {path}")
 
 

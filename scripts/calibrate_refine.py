@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import pathlib
 import sys
 
@@ -43,7 +42,6 @@ from benchmarks import compare_300w  # pylint: disable=g-import-not-at-top
 from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
 from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
 from sgfan_jax import metrics  # pylint: disable=g-import-not-at-top
-from sgfan_jax import occlusion_copy  # pylint: disable=g-import-not-at-top
 
 THRESHOLDS = (0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 
@@ -83,20 +81,9 @@ def main(argv=None):
   if args.write and args.workdir:
     raise SystemExit("--write needs --model (a model folder)")
   data_root = compare_300w.data_root_or_exit(args.data)
-  subsets, names = compare_300w.split_names(data_root, "val")
-  occ_dir = pathlib.Path(f"/tmp/sgfan_occluded_300w_val_seed"
-                         f"{args.occlusion_seed}")
-  if not (occ_dir / "occlusion.json").is_file():
-    occlusion_copy.build_occluded_copy(data_root, subsets, occ_dir,
-                                       args.occlusion_seed, names=names)
-  doc = occlusion_copy.load_occlusion(occ_dir)
-  mask = np.array([doc["faces"][n]["occluded"] for n in names], bool)
-  model_dir = args.model or str(pathlib.Path(landmarker.PRETRAINED_DIR) /
-                                landmarker.DEFAULT_MODEL)
-  bundle = (inference.load_workdir(args.workdir) if args.workdir
-            else inference.load_model(model_dir))
-  clean = compare_300w.load_set(data_root, names, "clean")
-  occ = compare_300w.load_set(occ_dir, names, "occluded")
+  names, clean, occ, mask = compare_300w.val_with_occluded_copy(
+      data_root, args.occlusion_seed)
+  model_dir, bundle = compare_300w.model_bundle(args.model, args.workdir)
   old = float(bundle.config.refine.weight_threshold)
   thresholds = sorted(set(args.thresholds) | {old}, reverse=True)
   results = {t: evaluate(bundle, t, clean, occ, mask) for t in thresholds}
@@ -130,10 +117,8 @@ def main(argv=None):
   if args.out_md:
     pathlib.Path(args.out_md).write_text(text)
   if args.write:
-    path = pathlib.Path(model_dir) / inference.CONFIG_FILE
-    saved = json.loads(path.read_text())
-    saved.setdefault("refine", {})["weight_threshold"] = best[0]
-    path.write_text(json.dumps(saved, indent=2) + "\n")
+    path = inference.set_model_config_value(model_dir, "refine",
+                                            "weight_threshold", best[0])
     print(f"wrote refine.weight_threshold = {best[0]} into {path}")
 
 

@@ -421,6 +421,20 @@ def save_model(directory: str, variables: Dict[str, Any], config,
     ksvd.save_dictionary(os.path.join(directory, DICTIONARY_FILE), dictionary)
 
 
+def set_model_config_value(directory: str, section: str, key: str,
+                           value: Any) -> str:
+  """Stores ``config.<section>.<key> = value`` in a model folder's
+  config.json (a value chosen on validation data by a calibration script);
+  returns the file's path."""
+  path = os.path.join(directory, CONFIG_FILE)
+  with open(path) as f:
+    saved = json.load(f)
+  saved.setdefault(section, {})[key] = value
+  with open(path, "w") as f:
+    f.write(json.dumps(saved, indent=2) + "\n")
+  return path
+
+
 def load_model(directory: str) -> ModelBundle:
   """Reads a model folder written by :func:`save_model`.
 

@@ -462,9 +462,10 @@ def test_shipped_model_landmarks_bf16_vs_float32():
   from sgfan_jax import pts_io  # pylint: disable=g-import-not-at-top
 
   bundle = inference.load_model(str(SHIPPED))
-  model = inference.create_model(bundle.config)
+  # Its float32 forward (what Landmarker runs on CPU: predict.precision
+  # 'auto') and its bfloat16 forward: the same variables.
+  model = inference.create_model(bundle.config, dtype="float32")
   assert model.width == 64 and model.dtype == jnp.float32
-  # The bfloat16 network of a float32-trained model: same variables.
   model16 = inference.create_model(bundle.config, dtype="bfloat16")
   assert model16.dtype == BF16 and model16.width == 64
   inference.check_variables(model16, bundle.variables,

@@ -426,6 +426,17 @@ def test_export_model_writes_a_loadable_folder(tiny, crops, workdir,
                _np(tiny["predict"](workdir["variables"], images, mats, dic)))
   # No optimiser state in the folder: parameters and statistics only.
   assert set(bundle.variables) == {"params", "batch_stats"}
+  # A calibration script's value lands in the loaded config, the rest stays.
+  inference.set_model_config_value(str(out), "refine", "weight_threshold",
+                                   0.3)
+  inference.set_model_config_value(str(out), "predict", "min_face_score",
+                                   0.05)
+  again = inference.load_model(str(out))
+  assert again.config.refine.weight_threshold == 0.3
+  assert again.config.predict.min_face_score == 0.05
+  assert again.config.refine.num_neighbors == (
+      bundle.config.refine.num_neighbors)
+  assert again.config.model.width == bundle.config.model.width
 
 
 # ------------------------------------------------------------- precision
