@@ -27,8 +27,9 @@ OCC_LEARNING_RATE.
 
 ``:occluded_finetune_long``: the same occluders for OCC_LONG_EPOCHS more
 epochs at a real learning rate, OCC_LONG_LEARNING_RATE dropped 10x at each
-epoch of OCC_LONG_DROPS (counted from the end of the main run). The two
-stages are compared on face300w:val in docs/RECIPE_SEARCH.md.
+epoch of OCC_LONG_DROPS (counted from the end of the main run: start it from
+the main run's last step, SHIPPED_EPOCHS epochs). The two stages are
+compared on face300w:val in docs/RECIPE_SEARCH.md.
 """
 
 import ml_collections

@@ -20,8 +20,10 @@ model folder's ``config.json`` (``refine.weight_threshold``)::
       --model sgfan_jax/pretrained/sgfan_lite_300w --write \
       --out_md benchmarks/results/refine_threshold.md
 
-The occlusion flags have their own threshold (``scripts/calibrate_flags.py``);
-they do not change with this one.
+The occlusion flags have their own threshold (``predict.occluded_threshold``,
+``scripts/calibrate_flags.py``); they do not change with this one unless the
+model has none (models from before it existed flag below
+``refine.weight_threshold``).
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ def main(argv=None):
   names, clean, occ, mask = compare_300w.val_with_occluded_copy(
       data_root, args.occlusion_seed)
   model_dir, bundle = compare_300w.model_bundle(args.model, args.workdir)
+  if bundle.dictionary is None or not bundle.config.refine.enabled:
+    raise SystemExit(f"{bundle.source}: no refinement (refine.enabled off or "
+                     "no shape dictionary), nothing to calibrate")
   old = float(bundle.config.refine.weight_threshold)
   thresholds = sorted(set(args.thresholds) | {old}, reverse=True)
   results = {t: evaluate(bundle, t, clean, occ, mask) for t in thresholds}
