@@ -116,6 +116,11 @@ def define_flags() -> None:
                        "predict.blazeface_tile_grid; 3 finds 93 % of 80 px "
                        "faces in 1920x1080 photos vs 26 % without, "
                        "benchmarks/results/small_faces.md).")
+  flags.DEFINE_bool("second_pass", None, "Crop each detected face again on "
+                    "its first-pass landmarks and run the network again "
+                    "(default: the model's predict.second_pass; the shipped "
+                    "model: on, chosen on val, "
+                    "benchmarks/results/protocol_b_val.md).")
   flags.DEFINE_bool("keep_all", False, "Keep detections the network does "
                     "not believe are faces (face score below the model's "
                     "predict.min_face_score), marked \"is_face\": false.")
@@ -379,11 +384,13 @@ def load_landmarker(workdir: Optional[str], model: Optional[str],
                     detector: Optional[str], batch_size: Optional[int],
                     precision: Optional[str] = None,
                     keep_all: bool = False,
-                    tiles: Optional[int] = None):
+                    tiles: Optional[int] = None,
+                    second_pass: Optional[bool] = None):
   if workdir and model:
     raise InputError("give --workdir or --model, not both")
   kwargs = {"detector": detector, "batch_size": batch_size,
-            "precision": precision, "keep_all": keep_all}
+            "precision": precision, "keep_all": keep_all,
+            "second_pass": second_pass}
   if tiles is not None:
     if tiles < 0:
       raise InputError(f"--tiles must be >= 0, got {tiles}")
@@ -414,7 +421,7 @@ def run_command(inputs: Sequence[str]) -> int:
                        f"{FLAGS.chips}")
     lm = load_landmarker(FLAGS.workdir, FLAGS.model, FLAGS.detector,
                          FLAGS.batch_size, FLAGS.precision, FLAGS.keep_all,
-                         FLAGS.tiles)
+                         FLAGS.tiles, FLAGS.second_pass)
   except (InputError, inference.ModelFileError, ImportError,
           ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

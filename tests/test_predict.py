@@ -420,3 +420,16 @@ def test_tiles_flag_builds_a_tiled_blazeface():
     predict.load_landmarker(None, None, None, None, tiles=-1)
   with pytest.raises(predict.InputError, match="needs a BlazeFace detector"):
     predict.load_landmarker(None, None, "dlib_hog", None, tiles=3)
+
+
+def test_second_pass_flag_overrides_the_model():
+  # The shipped model turns the second pass on (chosen on val); the flag
+  # turns it off, and None keeps the model's choice.
+  from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
+  saved = json.loads((pathlib.Path(landmarker.PRETRAINED_DIR)
+                      / landmarker.DEFAULT_MODEL / "config.json").read_text())
+  lm = predict.load_landmarker(None, None, None, None)
+  assert lm.second_pass is bool(saved["predict"]["second_pass"])
+  for value in (False, True):
+    lm = predict.load_landmarker(None, None, None, None, second_pass=value)
+    assert lm.second_pass is value
