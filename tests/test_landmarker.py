@@ -420,23 +420,25 @@ def test_occluded_threshold_argument_sets_the_flags(face):
 def test_shipped_model_flags_few_points_of_clean_faces():
   """The shipped model's flag threshold (predict.occluded_threshold, chosen
   on face300w:val by scripts/calibrate_flags.py) flags few points of clean
-  faces: measured 7.2 % mean over the 28 bundled sample faces (at the old
-  threshold, refine.weight_threshold 0.5, about half of them)."""
+  faces. Measured on the 40 bundled sample faces with their landmark boxes:
+  2.2 % flagged at 0.14 (8.7 % at the refinement threshold 0.4, 14.1 % at
+  the paper's 0.5; the model shipped before flagged about half at 0.5).
+  Bound: the issue's target, 10 %."""
   import glob  # pylint: disable=g-import-not-at-top
   from sgfan_jax import pts_io  # pylint: disable=g-import-not-at-top
   shipped = Landmarker.from_pretrained()
   assert shipped.occluded_threshold < shipped.config.refine.weight_threshold
-  rates, old = [], []
+  rates = []
   for path in sorted(glob.glob(str(pf.SAMPLE / "*" / "*" / "*.jpg")) +
                      sorted(glob.glob(str(pf.SAMPLE / "afw" / "*.jpg")))):
     pts = pts_io.read_pts(path[:-4] + ".pts")
     f = shipped.detect(path, boxes=[crop.landmark_box(pts)],
                        box_format="landmarks")[0]
+    np.testing.assert_array_equal(f.occluded,
+                                  f.confidence < shipped.occluded_threshold)
     rates.append(f.occluded.mean())
-    old.append((f.confidence < shipped.config.refine.weight_threshold).mean())
   assert len(rates) >= 20
-  assert np.mean(rates) <= 0.12
-  assert np.mean(old) >= 0.3
+  assert np.mean(rates) <= 0.10, np.mean(rates)
 
 
 def test_second_pass_is_a_recrop_on_the_first_points(face):
