@@ -204,14 +204,16 @@ def run_dlib(data, protocol, bm):
                    "seconds": time.perf_counter() - t0}}
 
 
-def model_bundle(model_dir: str = "", workdir: str = ""):
+def model_bundle(model_dir: str = "", workdir: str = "",
+                 step: Optional[int] = None):
   """``(model_dir, bundle)``: a model folder (default: the shipped model),
-  or a training workdir's latest checkpoint when ``workdir`` is given."""
+  or, when ``workdir`` is given, its checkpoint ``step`` (None: what
+  ``inference.load_workdir`` picks, the best on val)."""
   from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
   from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
   model_dir = model_dir or os.path.join(landmarker.PRETRAINED_DIR,
                                         landmarker.DEFAULT_MODEL)
-  return model_dir, (inference.load_workdir(workdir) if workdir
+  return model_dir, (inference.load_workdir(workdir, step) if workdir
                      else inference.load_model(model_dir))
 
 
@@ -222,11 +224,8 @@ def load_ours(workdir: Optional[str], step: Optional[int],
   overrides the model's ``config.refine.weight_threshold`` (the confidence
   below which a point is refined and flagged occluded); ``precision`` the
   forward pass's compute dtype (None: the config's predict.precision)."""
-  from sgfan_jax import inference  # pylint: disable=g-import-not-at-top
   from sgfan_jax import landmarker  # pylint: disable=g-import-not-at-top
-  bundle = (inference.load_workdir(workdir, step) if workdir else
-            inference.load_model(os.path.join(landmarker.PRETRAINED_DIR,
-                                              landmarker.DEFAULT_MODEL)))
+  _, bundle = model_bundle(workdir=workdir or "", step=step)
   if weight_threshold is not None:
     bundle.config.refine.weight_threshold = float(weight_threshold)
   # Protocol (b) hands ours the dlib HOG boxes: read them with that
